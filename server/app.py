@@ -1,0 +1,92 @@
+"""`build_app(settings)`: the Starlette app, its routes, middleware, and a lifespan that starts and stops
+every service in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from server.config import Settings
+from server.db import Database
+from server.http import app as app_routes
+from server.http.errors import EXCEPTION_HANDLERS
+from server.http.io import json_response
+from server.http.openapi import build_openapi
+from server.http.security import SecurityMiddleware
+from server.services import Services
+from server.ws.events import ServerEvent
+from server.ws.hub import EventHub
+
+log = logging.getLogger("imagegraph")
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+API_PREFIX = "/api/v1"
+
+
+def api_routes() -> list[BaseRoute]:
+    """Every resource's routes, relative to `/api/v1` (also what the OpenAPI document is built from)."""
+    return [*app_routes.routes]
+
+
+def build_app(settings: Settings) -> Starlette:
+    # Under their own mount, an unknown API path is a JSON 404 and a wrong method a 405, never the static files.
+    routes: list[BaseRoute] = [
+        Route("/health", app_routes.health, methods=["GET"]),
+        Mount(API_PREFIX, routes=api_routes()),
+    ]
+    openapi_cache: dict[str, bytes] = {}
+
+    async def openapi(request: Request) -> Response:
+        if "doc" not in openapi_cache:
+            document = build_openapi(routes, extra_types=(ServerEvent,))
+            openapi_cache["doc"] = json_response(document).body
+        return Response(openapi_cache["doc"], media_type="application/json")
+
+    async def docs(request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "docs.html")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.create_layout()
+        db = Database(settings.db_path)
+        await db.open()
+        hub = EventHub(settings.ws_replay_events)
+        hub.bind(asyncio.get_running_loop())
+        svc = Services(settings=settings, db=db, events=hub)
+        app.state.services = svc
+        stack = contextlib.AsyncExitStack()
+        stack.push_async_callback(db.close)
+        # Services start here in dependency order (images, models, executor); each pushes its own stop.
+        try:
+            yield
+        finally:
+            await stack.aclose()
+
+    app = Starlette(
+        routes=[
+            *routes,
+            Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/docs", docs, methods=["GET"]),
+            Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"),
+        ],
+        middleware=[
+            Middleware(SecurityMiddleware, settings=settings),
+            Middleware(GZipMiddleware, minimum_size=1024, compresslevel=5),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    return app

@@ -1,0 +1,84 @@
+"""`imagegraph serve | make-tiny-model | generate`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from server.config import Settings, SettingsError, load_settings
+
+log = logging.getLogger("imagegraph")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagegraph", description="A node-graph image-generation server.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--root", help="root folder (default ~/imagegraph; env IMAGEGRAPH_ROOT)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 9090)")
+    serve.add_argument("--token", help="access token; required to bind anything but loopback")
+    serve.add_argument("--device", help="auto, cpu, cuda or mps")
+    serve.add_argument("--log-level", dest="log_level", help="debug, info, warning or error")
+
+    tiny = commands.add_parser("make-tiny-model", help="write a tiny random-weight SD-1.x model (for demos and tests)")
+    tiny.add_argument("out", type=Path, help="folder (diffusers) or file (checkpoint: .safetensors, ckpt: .ckpt)")
+    tiny.add_argument("--format", choices=["diffusers", "checkpoint", "ckpt"], default="diffusers")
+    tiny.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "make-tiny-model":
+        return _make_tiny_model(args)
+    raise AssertionError(args.command)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    flags = {key: getattr(args, key) for key in ("root", "host", "port", "token", "device", "log_level")}
+    try:
+        settings = load_settings(flags)
+    except SettingsError as exc:
+        print(f"imagegraph: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_server(settings)
+    return 0
+
+
+def run_server(settings: Settings) -> None:
+    import uvicorn
+
+    from server.app import build_app
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                host = f"[{settings.host}]" if ":" in settings.host else settings.host
+                log.info("imagegraph ready at http://%s:%d", host, settings.port)
+
+    config = uvicorn.Config(
+        build_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+        timeout_graceful_shutdown=5,
+    )
+    Server(config).run()
+
+
+def _make_tiny_model(args: argparse.Namespace) -> int:
+    from server.models.tiny import write_tiny_model
+
+    path = write_tiny_model(args.out, args.format, seed=args.seed)
+    print(path)
+    return 0

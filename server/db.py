@@ -1,0 +1,180 @@
+"""SQLite through aiosqlite: WAL mode, numbered migrations, and ItemStorage for JSON documents.
+
+One connection writes (behind a lock, in explicit transactions) and one reads, so a reader never sees
+another task's half-done transaction and readers never wait on the write lock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import aiosqlite
+import msgspec
+
+from server.clock import utc_now
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=msgspec.Struct)
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(number, name, sql) for every `server/migrations/NNNN_name.sql`, in order."""
+    found = []
+    for entry in resources.files("server.migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
+    found.sort()
+    numbers = [number for number, _, _ in found]
+    if len(set(numbers)) != len(numbers):
+        raise RuntimeError(f"two migrations share a number: {numbers}")
+    return found
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock: asyncio.Lock | None = None
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = asyncio.Lock()
+        self._writer = await self._connect()
+        await self.migrate()
+        self._reader = await self._connect()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit we acknowledged survives power loss, not only a process crash.
+        await conn.execute("PRAGMA synchronous=FULL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    @property
+    def read(self) -> aiosqlite.Connection:
+        """The connection for SELECTs; it only ever sees committed data."""
+        if self._reader is None:
+            raise RuntimeError("database is not open")
+        return self._reader
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One transaction on the writer: committed when the block ends, rolled back if it raises."""
+        if self._writer is None or self._write_lock is None:
+            raise RuntimeError("database is not open")
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+
+    async def migrate(self) -> list[int]:
+        """Apply each migration not yet recorded, each in its own transaction; return the numbers applied."""
+        assert self._writer is not None
+        await self._writer.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        async with self._writer.execute("SELECT number FROM schema_migrations") as cursor:
+            done = {row[0] for row in await cursor.fetchall()}
+        applied = []
+        for number, name, sql in migration_files():
+            if number in done:
+                continue
+            # executescript would commit on its own; run statement by statement inside one transaction.
+            async with self.write() as conn:
+                for statement in _split_sql(sql):
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (number, name, applied_at) VALUES (?, ?, ?)",
+                    (number, name, utc_now()),
+                )
+            log.info("applied migration %04d_%s", number, name)
+            applied.append(number)
+        return applied
+
+
+def _split_sql(script: str) -> list[str]:
+    statements, current = [], []
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        current.append(line)
+        candidate = "\n".join(current)
+        if candidate.rstrip().endswith(";") and sqlite3.complete_statement(candidate):
+            statements.append(candidate.strip())
+            current = []
+    if "\n".join(current).strip():
+        statements.append("\n".join(current).strip())
+    return statements
+
+
+class ItemStorage(Generic[T]):
+    """JSON documents of one Struct type keyed by id, in a table `(id, data, created_at, updated_at)`."""
+
+    def __init__(self, db: Database, table: str, item_type: type[T]) -> None:
+        if not _IDENTIFIER.match(table):
+            raise ValueError(f"bad table name {table!r}")
+        self.db = db
+        self.table = table
+        self._decoder = msgspec.json.Decoder(item_type)
+        self._encoder = msgspec.json.Encoder()
+
+    async def get_raw(self, item_id: str) -> str | None:
+        """The stored JSON string exactly as written, without decoding it."""
+        async with self.db.read.execute(f"SELECT data FROM {self.table} WHERE id = ?", (item_id,)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def get(self, item_id: str) -> T | None:
+        raw = await self.get_raw(item_id)
+        return None if raw is None else self._decoder.decode(raw)
+
+    async def set(self, item_id: str, item: T) -> None:
+        data = self._encoder.encode(item).decode()
+        now = utc_now()
+        async with self.db.write() as conn:
+            await conn.execute(
+                f"INSERT INTO {self.table} (id, data, created_at, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+                (item_id, data, now, now),
+            )
+
+    async def delete(self, item_id: str) -> bool:
+        async with self.db.write() as conn:
+            cursor = await conn.execute(f"DELETE FROM {self.table} WHERE id = ?", (item_id,))
+            return cursor.rowcount > 0
+
+    async def list(self, offset: int = 0, limit: int = 50) -> tuple[list[T], int]:
+        """A page of items, newest first, and the total count."""
+        async with self.db.read.execute(
+            f"SELECT data FROM {self.table} ORDER BY created_at DESC, id LIMIT ? OFFSET ?", (limit, offset)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        async with self.db.read.execute(f"SELECT count(*) FROM {self.table}") as cursor:
+            (total,) = await cursor.fetchone()
+        return [self._decoder.decode(row[0]) for row in rows], total

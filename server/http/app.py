@@ -1,0 +1,93 @@
+"""`/health` and the `/api/v1/app/*` routes."""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server import __version__
+from server.graph.schedulers import SCHEDULER_NAMES
+from server.http.io import json_response, operation
+from server.services import services
+
+_HEALTH_BODY = b'{"status":"ok"}'
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class Version(msgspec.Struct):
+    version: str
+
+
+class Folders(msgspec.Struct):
+    models: str
+    autoimport: str
+    images: str
+    thumbnails: str
+    configs: str
+    databases: str
+
+
+class AppConfig(msgspec.Struct, kw_only=True):
+    version: str
+    schedulers: list[str]
+    device: str
+    precision: str
+    folders: Folders
+    token_required: bool
+    upload_max_bytes: int
+    # Why models.yaml could not be read, when it could not; the file is left untouched until fixed.
+    models_yaml_error: str | None = None
+
+
+@operation("Liveness probe; answers before torch is loaded", tags=("app",), responses={200: Health})
+async def health(request: Request) -> Response:
+    return Response(_HEALTH_BODY, media_type="application/json")
+
+
+@operation("Server version", tags=("app",), responses={200: Version})
+async def version(request: Request) -> Response:
+    return json_response(Version(version=__version__))
+
+
+@operation("Public settings", tags=("app",), responses={200: AppConfig})
+async def app_config(request: Request) -> Response:
+    svc = services(request)
+    settings = svc.settings
+    root = settings.root_path
+
+    def rel(path) -> str:
+        return str(path.relative_to(root))
+
+    models_error = getattr(svc.models, "yaml_error", None) if svc.models is not None else None
+    device = getattr(svc.executor, "device_name", None) if svc.executor is not None else None
+    return json_response(
+        AppConfig(
+            version=__version__,
+            schedulers=list(SCHEDULER_NAMES),
+            device=device or settings.device,
+            precision=settings.precision,
+            folders=Folders(
+                models=rel(settings.models_dir),
+                autoimport=rel(settings.autoimport_dir),
+                images=rel(settings.images_dir),
+                thumbnails=rel(settings.thumbnails_dir),
+                configs=rel(settings.configs_dir),
+                databases=rel(settings.db_path.parent),
+            ),
+            token_required=settings.token is not None,
+            upload_max_bytes=settings.upload_max_bytes,
+            models_yaml_error=models_error,
+        )
+    )
+
+
+# Paths below /api/v1 (every resource module lists its routes relative to that mount).
+routes = [
+    Route("/app/version", version, methods=["GET"]),
+    Route("/app/config", app_config, methods=["GET"]),
+]

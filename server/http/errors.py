@@ -1,0 +1,121 @@
+"""Every error leaves the server as JSON `{"detail": ..., "errors"?: [...]}` with the right status."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+log = logging.getLogger(__name__)
+
+
+class ErrorItem(msgspec.Struct):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    detail: str
+    errors: list[ErrorItem] = []
+
+
+class ApiError(Exception):
+    """Raise from a route to answer `status` with a sentence a person can act on."""
+
+    def __init__(self, status: int, detail: str, errors: list[ErrorItem] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors or []
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, f"{what} not found")
+
+
+def error_response(status: int, detail: str, errors: list[ErrorItem] | None = None, headers=None) -> Response:
+    body = msgspec.json.encode(ErrorBody(detail=detail, errors=errors or []))
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def validation_error(exc: msgspec.ValidationError, where: str) -> ApiError:
+    """Turn msgspec's `Expected int, got str - at $.nodes.n3.steps` into a detail and a `loc`."""
+    message = str(exc)
+    reason, _, path = message.partition(" - at `")
+    loc: list[str | int] = [where]
+    for part in _path_parts(path.rstrip("`")):
+        loc.append(part)
+    field = ".".join(str(part) for part in loc[1:]) or where
+    if reason.startswith("Object missing required field"):
+        missing = reason.split("`")[1]
+        loc.append(missing)
+        field = ".".join(str(part) for part in loc[1:])
+        detail = f"`{field}` is required"
+    elif reason.startswith("Object contains unknown field"):
+        unknown = reason.split("`")[1]
+        loc.append(unknown)
+        field = ".".join(str(part) for part in loc[1:])
+        detail = f"`{field}` is not a known field"
+    else:
+        detail = f"Invalid `{field}`: {reason}"
+    return ApiError(422, detail, [ErrorItem(loc=loc, msg=reason)])
+
+
+def _path_parts(path: str) -> list[str | int]:
+    parts: list[str | int] = []
+    path = path.removeprefix("$")
+    token = ""
+    i = 0
+    while i < len(path):
+        char = path[i]
+        if char == ".":
+            if token:
+                parts.append(token)
+            token = ""
+        elif char == "[":
+            if token:
+                parts.append(token)
+            token = ""
+            end = path.index("]", i)
+            inner = path[i + 1 : end]
+            parts.append(int(inner) if inner.lstrip("-").isdigit() else inner.strip("'\""))
+            i = end
+        else:
+            token += char
+        i += 1
+    if token:
+        parts.append(token)
+    return parts
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.detail, exc.errors)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"No route {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"Method {request.method} is not allowed on {request.url.path}"
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return error_response(exc.status_code, str(detail), headers=exc.headers)
+
+
+async def handle_uncaught(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log, never to the client.
+    log.exception("uncaught error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "Internal server error; the server log has the details")
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: handle_api_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_uncaught,
+}

@@ -1,0 +1,30 @@
+"""What the routes reach through `request.app.state.services`: each service built once by the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import HTTPConnection
+
+from server.config import Settings
+from server.db import Database
+from server.ws.hub import EventHub
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    events: EventHub
+    images: Any = None
+    models: Any = None
+    executor: Any = None
+    sessions: Any = None
+
+
+def services(connection: HTTPConnection) -> Services:
+    return connection.app.state.services

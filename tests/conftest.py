@@ -1,0 +1,79 @@
+"""Fixtures shared by every test: a temporary root, the app under TestClient, and a real uvicorn server."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from starlette.testclient import TestClient
+
+from server.app import build_app
+from server.config import Settings
+
+BASE_URL = "http://127.0.0.1:9090"
+WS_BASE_URL = "ws://127.0.0.1:9090"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings on an empty temporary root; the watcher is off unless a test turns it on."""
+    return Settings(root=str(tmp_path / "root"), watch=False)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    # The base URL is a loopback Host, which the Host allow-list accepts (TestClient defaults to "testserver").
+    with TestClient(build_app(settings), base_url=BASE_URL, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@dataclass
+class LiveServer:
+    url: str
+    ws_url: str
+    settings: Settings
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def start_live_server(settings: Settings) -> LiveServer:
+    """A real uvicorn on 127.0.0.1 with a socket bound first, so there is no port race."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    settings = Settings(**{**{f: getattr(settings, f) for f in settings.__struct_fields__}, "port": port})
+    config = uvicorn.Config(build_app(settings), log_level="warning", ws_ping_interval=None)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("live server did not start")
+        time.sleep(0.02)
+    return LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", settings, server, thread)
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[LiveServer]:
+    live = start_live_server(settings)
+    try:
+        yield live
+    finally:
+        live.stop()

@@ -1,0 +1,115 @@
+"""Token, Host and Origin checks, allowed and refused."""
+
+import pytest
+from starlette.routing import WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from server.app import build_app
+from server.config import Settings
+
+
+async def echo(websocket: WebSocket):
+    await websocket.accept()
+    await websocket.send_text("hello")
+    await websocket.close()
+
+
+def make_client(tmp_path, **overrides) -> TestClient:
+    settings = Settings(root=str(tmp_path / "root"), watch=False, **overrides)
+    app = build_app(settings)
+    app.router.routes.insert(0, WebSocketRoute("/ws-test", echo))
+    return TestClient(app, base_url="http://127.0.0.1:9090", raise_server_exceptions=False)
+
+
+@pytest.fixture
+def token_client(tmp_path):
+    with make_client(tmp_path, token="s3cret") as client:
+        yield client
+
+
+def test_token_required_on_api(token_client):
+    response = token_client.get("/api/v1/app/version")
+    assert response.status_code == 401
+    assert "access token is required" in response.json()["detail"]
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_wrong_token_refused(token_client):
+    response = token_client.get("/api/v1/app/version", headers={"Authorization": "Bearer nope"})
+    assert response.status_code == 401
+    assert response.json()["detail"] == "The access token is wrong"
+
+
+def test_right_token_accepted(token_client):
+    response = token_client.get("/api/v1/app/version", headers={"Authorization": "Bearer s3cret"})
+    assert response.status_code == 200
+
+
+def test_query_token_accepted_for_reads_only(token_client):
+    assert token_client.get("/api/v1/app/version?token=s3cret").status_code == 200
+    assert token_client.post("/api/v1/app/version?token=s3cret").status_code == 401
+
+
+def test_health_and_static_need_no_token(token_client):
+    assert token_client.get("/health").json() == {"status": "ok"}
+    assert token_client.get("/").status_code == 200
+    assert token_client.get("/openapi.json").status_code == 401
+
+
+def test_websocket_token(token_client):
+    with pytest.raises(WebSocketDisconnect) as refused:
+        with token_client.websocket_connect("ws://127.0.0.1:9090/ws-test"):
+            pass
+    assert refused.value.code == 1008
+    with token_client.websocket_connect("ws://127.0.0.1:9090/ws-test?token=s3cret") as ws:
+        assert ws.receive_text() == "hello"
+
+
+def test_no_token_set_means_open(tmp_path):
+    with make_client(tmp_path) as client:
+        assert client.get("/api/v1/app/version").status_code == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:9090", "127.0.0.1.evil.example"])
+def test_foreign_host_refused(tmp_path, host):
+    with make_client(tmp_path) as client:
+        response = client.get("/health", headers={"Host": host})
+    assert response.status_code == 403
+    assert "is not allowed" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:9090", "localhost:9090", "[::1]:9090", "localhost"])
+def test_loopback_hosts_allowed(tmp_path, host):
+    with make_client(tmp_path) as client:
+        assert client.get("/health", headers={"Host": host}).status_code == 200
+
+
+def test_configured_host_allowed(tmp_path):
+    with make_client(tmp_path, allowed_hosts=["studio.lan"]) as client:
+        assert client.get("/health", headers={"Host": "studio.lan:9090"}).status_code == 200
+
+
+def test_cross_origin_write_refused_same_origin_allowed(tmp_path):
+    with make_client(tmp_path) as client:
+        refused = client.delete("/api/v1/app/version", headers={"Origin": "http://evil.example"})
+        same = client.delete("/api/v1/app/version", headers={"Origin": "http://127.0.0.1:9090"})
+        read = client.get("/api/v1/app/version", headers={"Origin": "http://evil.example"})
+    assert refused.status_code == 403
+    assert same.status_code == 405  # passed the check, then the route has no DELETE
+    assert read.status_code == 200  # reads are guarded by the browser's same-origin policy
+
+
+def test_cross_origin_websocket_refused(tmp_path):
+    with make_client(tmp_path) as client:
+        with pytest.raises(WebSocketDisconnect):
+            with client.websocket_connect("ws://127.0.0.1:9090/ws-test", headers={"Origin": "http://evil.example"}):
+                pass
+        with client.websocket_connect("ws://127.0.0.1:9090/ws-test", headers={"Origin": "http://127.0.0.1:9090"}) as ws:
+            assert ws.receive_text() == "hello"
+
+
+def test_allowed_origin_setting(tmp_path):
+    with make_client(tmp_path, allowed_origins=["http://ui.lan:3000"]) as client:
+        with client.websocket_connect("ws://127.0.0.1:9090/ws-test", headers={"Origin": "http://ui.lan:3000"}) as ws:
+            assert ws.receive_text() == "hello"
