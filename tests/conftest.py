@@ -77,3 +77,17 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
         yield live
     finally:
         live.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny random-weight SD-1.x model in each format, written once per test run (read-only: copy it
+    into a root before a test changes it)."""
+    from server.models.tiny import write_tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "diffusers": write_tiny_model(folder / "tiny", "diffusers"),
+        "checkpoint": write_tiny_model(folder / "tiny.safetensors", "checkpoint"),
+        "ckpt": write_tiny_model(folder / "tiny.ckpt", "ckpt"),
+    }
