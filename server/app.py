@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from server.config import Settings
@@ -25,7 +25,8 @@ from server.http.io import json_response
 from server.http.openapi import build_openapi
 from server.http.security import SecurityMiddleware
 from server.services import Services
-from server.ws.events import ServerEvent
+from server.ws.endpoint import websocket_endpoint
+from server.ws.events import ClientRequest, ServerEvent
 from server.ws.hub import EventHub
 
 log = logging.getLogger("imagegraph")
@@ -44,13 +45,14 @@ def build_app(settings: Settings) -> Starlette:
     # Under their own mount, an unknown API path is a JSON 404 and a wrong method a 405, never the static files.
     routes: list[BaseRoute] = [
         Route("/health", app_routes.health, methods=["GET"]),
+        WebSocketRoute("/ws", websocket_endpoint),
         Mount(API_PREFIX, routes=api_routes()),
     ]
     openapi_cache: dict[str, bytes] = {}
 
     async def openapi(request: Request) -> Response:
         if "doc" not in openapi_cache:
-            document = build_openapi(routes, extra_types=(ServerEvent,))
+            document = build_openapi(routes, extra_types=(ServerEvent, ClientRequest))
             openapi_cache["doc"] = json_response(document).body
         return Response(openapi_cache["doc"], media_type="application/json")
 
@@ -62,7 +64,7 @@ def build_app(settings: Settings) -> Starlette:
         settings.create_layout()
         db = Database(settings.db_path)
         await db.open()
-        hub = EventHub(settings.ws_replay_events)
+        hub = EventHub(settings.ws_replay_events, settings.ws_client_queue)
         hub.bind(asyncio.get_running_loop())
         svc = Services(settings=settings, db=db, events=hub)
         app.state.services = svc

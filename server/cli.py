@@ -69,8 +69,8 @@ def run_server(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level="warning",
-        ws_ping_interval=20,
-        ws_ping_timeout=20,
+        ws_ping_interval=settings.ws_heartbeat_s,
+        ws_ping_timeout=settings.ws_heartbeat_s,
         timeout_graceful_shutdown=5,
     )
     Server(config).run()

@@ -44,6 +44,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     upload_max_bytes: PositiveInt = 50 * 1024**2
     ws_replay_events: Annotated[int, msgspec.Meta(ge=10_000)] = 10_000
     ws_client_queue: Annotated[int, msgspec.Meta(ge=16)] = 1_000
+    # Seconds between WebSocket keep-alive pings; a peer that does not answer within as long is disconnected.
+    ws_heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0
     preview_interval_ms: NonNegativeInt = 200
     # Where /models/search and imports by path may look; empty means anywhere on this machine.
     search_roots: list[str] = []

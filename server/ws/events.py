@@ -1,10 +1,11 @@
-"""Every event the server sends on `/ws`, one Struct each, tagged by `type` (../shared/API.md §WebSocket).
+"""Every event the server sends on `/ws`, one Struct each, tagged by `type` (../shared/API.md §WebSocket), and
+the messages a client may send.
 
 The hub stamps `seq` and `timestamp` when it publishes an event; producers leave them at their defaults."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -130,3 +131,28 @@ ServerEvent = (
     | Pong
     | ResyncRequired
 )
+
+
+# Client -> server messages. Unknown fields are refused so a typo (`sinse`) is an error, not a silent no-op.
+SessionIds = list[str] | Literal["*"]
+
+
+class ClientMessage(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class Subscribe(ClientMessage, tag="subscribe"):
+    sessions: SessionIds
+    # Replay every retained event after this seq that the subscription covers, then go live.
+    since: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class Unsubscribe(ClientMessage, tag="unsubscribe"):
+    sessions: SessionIds
+
+
+class Ping(ClientMessage, tag="ping"):
+    pass
+
+
+ClientRequest = Subscribe | Unsubscribe | Ping

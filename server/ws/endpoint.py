@@ -1,0 +1,101 @@
+"""`/ws`: one connection per client; subscribe / unsubscribe / ping in, events out (../shared/API.md §WebSocket).
+
+Each connection runs two tasks: a reader that applies the client's messages to its `Subscriber`, and a pump
+that sends the subscriber's queued frames. The token and Origin checks happen before we get here
+(server/http/security.py), and keep-alive pings are uvicorn's (`ws_heartbeat_s`): a peer that stops answering
+is disconnected, which ends both tasks and drops its queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import msgspec
+from starlette.websockets import WebSocket
+
+from server.services import services
+from server.ws.events import ClientRequest, Ping, Subscribe, Unsubscribe
+from server.ws.hub import EventHub, Subscriber
+
+log = logging.getLogger(__name__)
+
+# Events not tied to a session are queued from the moment a client connects, but sent only after its first
+# message has been applied (or after this grace if it sends none), so that a reconnecting client's `since`
+# replay comes before them and the stream it sees stays in seq order.
+FIRST_MESSAGE_GRACE_S = 0.5
+# How long we wait for a close frame to leave when the peer has stopped reading.
+CLOSE_TIMEOUT_S = 5.0
+UNSUPPORTED_DATA = 1003
+INVALID_PAYLOAD = 1007
+_decoder = msgspec.json.Decoder(ClientRequest)
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    hub = services(websocket).events
+    await websocket.accept()
+    subscriber = hub.connect()
+    started = asyncio.Event()
+    grace = asyncio.get_running_loop().call_later(FIRST_MESSAGE_GRACE_S, started.set)
+    tasks = (
+        asyncio.create_task(_pump(websocket, subscriber, started)),
+        asyncio.create_task(_read(websocket, hub, subscriber, started)),
+        asyncio.create_task(subscriber.closed.wait()),
+    )
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        grace.cancel()
+        hub.disconnect(subscriber)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if subscriber.close_code is not None:
+        with contextlib.suppress(Exception, asyncio.TimeoutError):
+            await asyncio.wait_for(
+                websocket.close(subscriber.close_code, _truncate(subscriber.close_reason)), CLOSE_TIMEOUT_S
+            )
+
+
+async def _pump(websocket: WebSocket, subscriber: Subscriber, started: asyncio.Event) -> None:
+    await started.wait()
+    send = websocket.send
+    while True:
+        frame = subscriber.next_frame()
+        if frame is None:
+            subscriber.ready.clear()
+            await subscriber.ready.wait()
+            continue
+        await send({"type": "websocket.send", "text": frame})
+
+
+async def _read(websocket: WebSocket, hub: EventHub, subscriber: Subscriber, started: asyncio.Event) -> None:
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is None:
+            subscriber.fail(UNSUPPORTED_DATA, "send JSON text frames, not binary ones")
+            return
+        try:
+            request = _decoder.decode(text)
+        except msgspec.ValidationError as exc:
+            subscriber.fail(INVALID_PAYLOAD, f"invalid message: {exc}")
+            return
+        except msgspec.DecodeError:
+            subscriber.fail(INVALID_PAYLOAD, "invalid message: not JSON")
+            return
+        if isinstance(request, Subscribe):
+            hub.subscribe(subscriber, request.sessions, request.since)
+        elif isinstance(request, Unsubscribe):
+            hub.unsubscribe(subscriber, request.sessions)
+        elif isinstance(request, Ping):
+            hub.pong(subscriber)
+        started.set()
+
+
+def _truncate(reason: str, limit: int = 123) -> str:
+    """A close reason is at most 123 bytes of UTF-8."""
+    encoded = reason.encode()
+    return reason if len(encoded) <= limit else encoded[: limit - 3].decode(errors="ignore") + "..."
