@@ -1,0 +1,163 @@
+"""The hub on its own: seq stamping, the replay ring, per-client queues (coalescing, overflow) and replay order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+from server.ws.events import GeneratorProgress, ImageDeleted, SessionComplete, SessionStarted
+from server.ws.hub import TRY_AGAIN_LATER, EventHub, Subscriber
+
+
+def progress(session: str, node: str, step: int) -> GeneratorProgress:
+    return GeneratorProgress(session_id=session, node_id=node, source_node_id=node, step=step, total_steps=99)
+
+
+def drain(subscriber: Subscriber) -> list[dict]:
+    frames = []
+    while (frame := subscriber.next_frame()) is not None:
+        frames.append(json.loads(frame))
+    return frames
+
+
+def test_seq_is_consecutive_and_stamped():
+    hub = EventHub()
+    seen = []
+    hub.add_listener(seen.append)
+    for name in "abc":
+        hub.emit(ImageDeleted(image_name=name))
+    assert [event.seq for event in seen] == [1, 2, 3]
+    assert all(event.timestamp.endswith("+00:00") for event in seen)
+    assert hub.last_seq == 3
+
+
+def test_events_since_and_the_ring_limit():
+    hub = EventHub(replay_size=10)
+    for i in range(25):
+        hub.emit(ImageDeleted(image_name=str(i)))
+    assert [event.seq for event in hub.events_since(20)] == [21, 22, 23, 24, 25]
+    assert [event.seq for event in hub.events_since(15)] == list(range(16, 26))
+    assert hub.events_since(25) == []
+    assert hub.events_since(14) is None  # seq 15 is gone
+    assert hub.events_since(26) is None  # a seq this server never issued (the client saw an earlier run)
+
+
+def test_emit_from_another_thread_is_published_on_the_loop_in_order():
+    async def scenario():
+        hub = EventHub()
+        hub.bind(asyncio.get_running_loop())
+        threads = []
+        seen: list[tuple[int, str, bool]] = []
+        loop_thread = threading.get_ident()
+        hub.add_listener(lambda e: seen.append((e.seq, e.image_name, threading.get_ident() == loop_thread)))
+
+        def worker():
+            for i in range(200):
+                hub.emit(ImageDeleted(image_name=str(i)))
+
+        threads.append(threading.Thread(target=worker))
+        threads[0].start()
+        await asyncio.to_thread(threads[0].join)
+        await asyncio.sleep(0)  # let the last call_soon_threadsafe callbacks run
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert [seq for seq, _, _ in seen] == list(range(1, 201))
+    assert [name for _, name, _ in seen] == [str(i) for i in range(200)]
+    assert all(on_loop for _, _, on_loop in seen)
+
+
+def test_session_events_reach_only_subscribed_clients():
+    hub = EventHub()
+    a, b, everyone = hub.connect(), hub.connect(), hub.connect()
+    hub.subscribe(a, ["s1"])
+    hub.subscribe(b, ["s2"])
+    hub.subscribe(everyone, "*")
+    hub.emit(SessionStarted(session_id="s1"))
+    hub.emit(SessionStarted(session_id="s2"))
+    hub.emit(ImageDeleted(image_name="x"))
+    assert [(m["type"], m.get("session_id")) for m in drain(a)] == [("session_started", "s1"), ("image_deleted", None)]
+    assert [(m["type"], m.get("session_id")) for m in drain(b)] == [("session_started", "s2"), ("image_deleted", None)]
+    assert [m["seq"] for m in drain(everyone)] == [1, 2, 3]
+
+
+def test_progress_is_coalesced_per_session_and_node_and_order_is_kept():
+    hub = EventHub()
+    slow = hub.connect()
+    hub.subscribe(slow, "*")
+    hub.emit(progress("s1", "denoise", 1))
+    hub.emit(SessionStarted(session_id="s2"))
+    for step in range(2, 50):
+        hub.emit(progress("s1", "denoise", step))
+        hub.emit(progress("s2", "denoise", step))
+    hub.emit(SessionComplete(session_id="s2", status="completed"))
+    frames = drain(slow)
+    assert [(m["type"], m.get("step")) for m in frames] == [
+        ("session_started", None),
+        ("generator_progress", 49),
+        ("generator_progress", 49),
+        ("session_complete", None),
+    ]
+    assert [m["seq"] for m in frames] == sorted(m["seq"] for m in frames)
+
+
+def test_overflow_drops_the_client_with_1013_and_frees_its_queue():
+    hub = EventHub(client_queue=16)
+    slow, fine = hub.connect(), hub.connect()
+    for i in range(16):
+        hub.emit(ImageDeleted(image_name=str(i)))
+    drain(fine)
+    assert slow.queued == 16 and slow.close_code is None
+    hub.emit(progress("s", "n", 1))  # progress never overflows: it is skipped when there is no room
+    assert slow.close_code is None
+    hub.emit(ImageDeleted(image_name="one too many"))
+    assert slow.close_code == TRY_AGAIN_LATER
+    assert "since" in slow.close_reason
+    assert slow.queued == 0
+    assert slow.closed.is_set()
+    assert hub.subscribers == (fine,)
+    assert len(drain(fine)) == 1  # the other client is untouched
+
+
+def test_replay_skips_what_was_delivered_live_and_merges_in_seq_order():
+    hub = EventHub()
+    hub.emit(ImageDeleted(image_name="before"))  # 1
+    hub.emit(SessionStarted(session_id="s1"))  # 2
+    client = hub.connect()  # broadcast events are live from here
+    hub.emit(ImageDeleted(image_name="after"))  # 3, queued live
+    hub.emit(SessionStarted(session_id="s2"))  # 4, not covered yet
+    hub.emit(SessionStarted(session_id="s1"))  # 5, not covered yet
+    hub.subscribe(client, ["s1"], since=0)
+    hub.emit(SessionComplete(session_id="s1", status="completed"))  # 6, live
+    assert [m["seq"] for m in drain(client)] == [1, 2, 3, 5, 6]
+
+
+def test_resync_required_when_since_is_gone():
+    hub = EventHub(replay_size=10)
+    for i in range(30):
+        hub.emit(ImageDeleted(image_name=str(i)))
+    client = hub.connect()
+    hub.subscribe(client, "*", since=5)
+    frames = drain(client)
+    assert [m["type"] for m in frames] == ["resync_required"]
+    assert frames[0]["seq"] == 30  # the point the client is in step with after resyncing over REST
+    hub.emit(SessionStarted(session_id="s"))  # the subscription itself still took effect
+    assert [m["seq"] for m in drain(client)] == [31]
+
+
+def test_a_failing_listener_does_not_stop_delivery():
+    hub = EventHub()
+    client = hub.connect()
+    seen = []
+
+    def broken(event):
+        raise RuntimeError("boom")
+
+    hub.add_listener(broken)
+    hub.add_listener(seen.append)
+    hub.emit(ImageDeleted(image_name="x"))
+    assert len(seen) == 1 and len(drain(client)) == 1
+    hub.remove_listener(broken)
+    hub.emit(ImageDeleted(image_name="y"))
+    assert len(seen) == 2
