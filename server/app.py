@@ -20,10 +20,13 @@ from starlette.staticfiles import StaticFiles
 from server.config import Settings
 from server.db import Database
 from server.http import app as app_routes
+from server.http import boards as board_routes
+from server.http import images as image_routes
 from server.http.errors import EXCEPTION_HANDLERS
 from server.http.io import json_response
 from server.http.openapi import build_openapi
 from server.http.security import SecurityMiddleware
+from server.images.service import ImageService
 from server.services import Services
 from server.ws.endpoint import websocket_endpoint
 from server.ws.events import ClientRequest, ServerEvent
@@ -38,7 +41,7 @@ API_PREFIX = "/api/v1"
 
 def api_routes() -> list[BaseRoute]:
     """Every resource's routes, relative to `/api/v1` (also what the OpenAPI document is built from)."""
-    return [*app_routes.routes]
+    return [*app_routes.routes, *image_routes.routes, *board_routes.routes]
 
 
 def build_app(settings: Settings) -> Starlette:
@@ -71,6 +74,9 @@ def build_app(settings: Settings) -> Starlette:
         stack = contextlib.AsyncExitStack()
         stack.push_async_callback(db.close)
         # Services start here in dependency order (images, models, executor); each pushes its own stop.
+        svc.images = ImageService(settings, db, hub)
+        await svc.images.start()
+        stack.push_async_callback(svc.images.stop)
         try:
             yield
         finally:

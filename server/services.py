@@ -12,7 +12,7 @@ from server.db import Database
 from server.ws.hub import EventHub
 
 if TYPE_CHECKING:
-    pass
+    from server.images.service import ImageService
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Services:
     settings: Settings
     db: Database
     events: EventHub
-    images: Any = None
+    images: ImageService = None  # type: ignore[assignment]
     models: Any = None
     executor: Any = None
     sessions: Any = None

@@ -1,0 +1,162 @@
+"""SQL for image records (table `images`, with raw metadata in `image_metadata`). Kept visible, no ORM."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from server.images.schema import ImageCategory, ImageDTO, ListImagesQuery
+
+NO_BOARD = "none"
+COLUMNS = (
+    "image_name, image_category, width, height, created_at, updated_at, is_intermediate, session_id, node_id, "
+    "board_id, starred"
+)
+
+
+class ImageRecord(msgspec.Struct, kw_only=True):
+    image_name: str
+    image_category: ImageCategory
+    width: int
+    height: int
+    created_at: str
+    updated_at: str
+    is_intermediate: bool
+    session_id: str | None
+    node_id: str | None
+    board_id: str | None
+    starred: bool
+
+
+def to_dto(row: Any) -> ImageDTO:
+    name = row[0]
+    return ImageDTO(
+        image_name=name,
+        image_url=f"/api/v1/images/{name}/full",
+        thumbnail_url=f"/api/v1/images/{name}/thumbnail",
+        image_category=row[1],
+        width=row[2],
+        height=row[3],
+        created_at=row[4],
+        updated_at=row[5],
+        is_intermediate=bool(row[6]),
+        session_id=row[7],
+        node_id=row[8],
+        board_id=row[9],
+        starred=bool(row[10]),
+    )
+
+
+def _filters(query: ListImagesQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.is_intermediate is not None:
+        clauses.append("is_intermediate = ?")
+        params.append(int(query.is_intermediate))
+    if query.categories:
+        categories = sorted(set(query.categories))
+        clauses.append(f"image_category IN ({', '.join('?' * len(categories))})")
+        params += categories
+    if query.board_id is not None:
+        if query.board_id == NO_BOARD:
+            clauses.append("board_id IS NULL")
+        else:
+            clauses.append("board_id = ?")
+            params.append(query.board_id)
+    if query.starred is not None:
+        clauses.append("starred = ?")
+        params.append(int(query.starred))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+async def list_images(conn: aiosqlite.Connection, query: ListImagesQuery) -> tuple[list[ImageDTO], int]:
+    where, params = _filters(query)
+    direction = "DESC" if query.order == "newest" else "ASC"
+    # rowid breaks created_at ties in insertion order, and is part of every index, so no sort step is needed.
+    sql = f"SELECT {COLUMNS} FROM images{where} ORDER BY created_at {direction}, rowid {direction} LIMIT ? OFFSET ?"
+    async with conn.execute(sql, (*params, query.limit, query.offset)) as cursor:
+        rows = await cursor.fetchall()
+    async with conn.execute(f"SELECT count(*) FROM images{where}", params) as cursor:
+        (total,) = await cursor.fetchone()
+    return [to_dto(row) for row in rows], total
+
+
+async def get_image(conn: aiosqlite.Connection, image_name: str) -> ImageDTO | None:
+    async with conn.execute(f"SELECT {COLUMNS} FROM images WHERE image_name = ?", (image_name,)) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else to_dto(row)
+
+
+async def image_exists(conn: aiosqlite.Connection, image_name: str) -> bool:
+    async with conn.execute("SELECT 1 FROM images WHERE image_name = ?", (image_name,)) as cursor:
+        return await cursor.fetchone() is not None
+
+
+async def insert_image(
+    conn: aiosqlite.Connection, record: ImageRecord, metadata: str | None, graph: str | None
+) -> None:
+    await conn.execute(
+        f"INSERT INTO images ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            record.image_name,
+            record.image_category,
+            record.width,
+            record.height,
+            record.created_at,
+            record.updated_at,
+            int(record.is_intermediate),
+            record.session_id,
+            record.node_id,
+            record.board_id,
+            int(record.starred),
+        ),
+    )
+    if metadata is not None or graph is not None:
+        await conn.execute(
+            "INSERT INTO image_metadata (image_name, metadata, graph) VALUES (?, ?, ?)",
+            (record.image_name, metadata, graph),
+        )
+
+
+async def update_image(conn: aiosqlite.Connection, image_name: str, changes: dict[str, Any], now: str) -> bool:
+    columns = {"image_category", "is_intermediate", "board_id", "starred", "session_id"}
+    assert set(changes) <= columns, changes
+    values = [int(v) if isinstance(v, bool) else v for v in changes.values()]
+    assignments = ", ".join([*(f"{column} = ?" for column in changes), "updated_at = ?"])
+    cursor = await conn.execute(f"UPDATE images SET {assignments} WHERE image_name = ?", (*values, now, image_name))
+    return cursor.rowcount > 0
+
+
+async def delete_images(conn: aiosqlite.Connection, image_names: list[str]) -> list[str]:
+    """Delete the records that exist; return their names in the order given."""
+    deleted = []
+    for name in image_names:
+        cursor = await conn.execute("DELETE FROM images WHERE image_name = ?", (name,))
+        if cursor.rowcount > 0:
+            deleted.append(name)
+    return deleted
+
+
+async def names_where(conn: aiosqlite.Connection, where: str, params: tuple[Any, ...] = ()) -> list[str]:
+    async with conn.execute(f"SELECT image_name FROM images WHERE {where} ORDER BY created_at DESC", params) as cursor:
+        return [row[0] for row in await cursor.fetchall()]
+
+
+async def all_names(conn: aiosqlite.Connection) -> set[str]:
+    async with conn.execute("SELECT image_name FROM images") as cursor:
+        return {row[0] for row in await cursor.fetchall()}
+
+
+async def get_metadata(conn: aiosqlite.Connection, image_name: str) -> tuple[str | None, str | None, str | None]:
+    """(session_id, metadata, graph) of an image; raises LookupError when there is no such record."""
+    async with conn.execute(
+        "SELECT i.session_id, m.metadata, m.graph FROM images i "
+        "LEFT JOIN image_metadata m ON m.image_name = i.image_name WHERE i.image_name = ?",
+        (image_name,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        raise LookupError(image_name)
+    return row[0], row[1], row[2]

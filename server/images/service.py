@@ -1,0 +1,400 @@
+"""The image service: keeps files and records consistent, and is the one place images are written or removed.
+
+Order of a write: PNG + thumbnail to temp names, fsync, rename; then the record in one transaction; only then
+the caller hears back and `image_created` goes out. A crash before the commit leaves files without a record,
+which the start-up reconciliation removes; so a reader sees either nothing or a whole image."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from server.clock import utc_now
+from server.config import Settings
+from server.db import Database, ItemStorage
+from server.images import records
+from server.images.boards import Boards
+from server.images.cache import CachedFile, FileCache, cached_file
+from server.images.files import TEMP_PREFIX, ImageFiles, WrittenImage
+from server.images.metadata import is_json, session_graph_raw, stripped_graph_json
+from server.images.names import is_image_name, new_image_name, thumbnail_name
+from server.images.schema import ImageCategory, ImageDTO, ImageMetadata, ImagePatch, ListImagesQuery
+from server.images.upload import decode_upload
+from server.ws.events import Event, ImageCreated, ImageDeleted, ImageUpdated
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+PATCHABLE = ("image_category", "is_intermediate", "board_id", "starred", "session_id")
+
+
+class UnknownBoard(ValueError):
+    """A request names a board that does not exist."""
+
+    def __init__(self, board_id: str) -> None:
+        super().__init__(f"No board with id {board_id!r}; create it first or leave board_id out")
+        self.board_id = board_id
+
+
+class _SessionRow(msgspec.Struct):
+    """Only used to name the sessions table for `get_raw`; `/metadata` decodes the raw string itself."""
+
+    id: str = ""
+
+
+class ReconcileReport(msgspec.Struct, kw_only=True):
+    files_removed: list[str] = []
+    records_removed: list[str] = []
+    thumbnails_rebuilt: list[str] = []
+    strays_removed: list[str] = []
+
+
+class ImageService:
+    def __init__(self, settings: Settings, db: Database, events: Any) -> None:
+        """`events` is the EventHub (anything with `.emit(event)`) or an emit callable."""
+        self.settings = settings
+        self.db = db
+        self.emit: Callable[[Event], None] = events.emit if hasattr(events, "emit") else events
+        self.files = ImageFiles(settings.images_dir, settings.thumbnails_dir)
+        self.cache = FileCache(settings.image_cache_bytes)
+        self.boards = Boards(db, self)
+        self._sessions = ItemStorage(db, "sessions", _SessionRow)
+        # Names whose files may be on disk before their record is committed; reconciliation leaves them alone.
+        self._pending: set[str] = set()
+        # Bumped by every deletion, so a file read that raced a deletion is not put back into the cache.
+        self._deletions = 0
+        self._reconcile_task: asyncio.Task[ReconcileReport] | None = None
+        self.reconciled = threading.Event()
+        self.reconcile_report: ReconcileReport | None = None
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Reconcile in the background, so the server answers its first request at once."""
+        self._reconcile_task = asyncio.create_task(self._reconcile_logged(), name="images-reconcile")
+
+    async def stop(self) -> None:
+        if self._reconcile_task is not None and not self._reconcile_task.done():
+            self._reconcile_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconcile_task
+
+    # Writing
+
+    async def save(
+        self,
+        image: Image.Image,
+        *,
+        category: ImageCategory = "general",
+        is_intermediate: bool = False,
+        session_id: str | None = None,
+        node_id: str | None = None,
+        board_id: str | None = None,
+        metadata: str | None = None,
+        graph: str | None = None,
+    ) -> ImageDTO:
+        """Store a generated image. `metadata` (CoreMetadata) and `graph` are raw JSON strings, embedded as
+        tEXt `invokeai_metadata` / `invokeai_graph` (accumulator nodes stripped from the graph)."""
+        chunks: dict[str, str] = {}
+        if metadata is not None:
+            if not is_json(metadata):
+                raise ValueError("metadata must be a JSON string")
+            chunks["invokeai_metadata"] = metadata
+        if graph is not None:
+            graph = stripped_graph_json(graph)
+            chunks["invokeai_graph"] = graph
+        return await self._store(
+            image,
+            chunks,
+            category=category,
+            is_intermediate=is_intermediate,
+            session_id=session_id,
+            node_id=node_id,
+            board_id=board_id,
+            metadata=metadata,
+            # The session row holds the graph of a generated image; keep our own copy only when there is none.
+            graph=graph if session_id is None else None,
+        )
+
+    async def upload(
+        self, data: bytes, *, category: ImageCategory = "user", is_intermediate: bool = False, board_id: str | None
+    ) -> ImageDTO:
+        """Store an uploaded PNG/JPEG/WebP as PNG; raises UploadRejected (413/415) or UnknownBoard."""
+        if board_id is not None and not await self.boards.exists(board_id):
+            raise UnknownBoard(board_id)
+        image, found = await asyncio.to_thread(decode_upload, data)
+        try:
+            return await self._store(
+                image,
+                found.chunks,
+                category=category,
+                is_intermediate=is_intermediate,
+                session_id=None,
+                node_id=None,
+                board_id=board_id,
+                metadata=found.metadata,
+                graph=found.graph,
+            )
+        finally:
+            image.close()
+
+    async def _store(self, image: Image.Image, chunks: dict[str, str], **fields: Any) -> ImageDTO:
+        # Shielded: a caller that gives up (client gone, session canceled) does not leave half a write behind;
+        # the image is finished and announced, or rolled back.
+        return await asyncio.shield(self._write(image, chunks, **fields))
+
+    async def _write(
+        self,
+        image: Image.Image,
+        chunks: dict[str, str],
+        *,
+        category: ImageCategory,
+        is_intermediate: bool,
+        session_id: str | None,
+        node_id: str | None,
+        board_id: str | None,
+        metadata: str | None,
+        graph: str | None,
+    ) -> ImageDTO:
+        name = new_image_name()
+        self._pending.add(name)
+        try:
+            written: WrittenImage = await asyncio.to_thread(self.files.write, name, image, chunks)
+            now = utc_now()
+            record = records.ImageRecord(
+                image_name=name,
+                image_category=category,
+                width=written.width,
+                height=written.height,
+                created_at=now,
+                updated_at=now,
+                is_intermediate=is_intermediate,
+                session_id=session_id,
+                node_id=node_id,
+                board_id=board_id,
+                starred=False,
+            )
+            try:
+                async with self.db.write() as conn:
+                    if board_id is not None and not await self.boards.exists(board_id, conn):
+                        raise UnknownBoard(board_id)
+                    await records.insert_image(conn, record, metadata, graph)
+            except BaseException:
+                await asyncio.to_thread(self.files.delete, name)
+                raise
+        finally:
+            self._pending.discard(name)
+        # Freshly written images are the ones clients ask for next.
+        self.cache.put(name, cached_file(written.png.data, "image/png", written.png.mtime, written.png.size))
+        self.cache.put(
+            thumbnail_name(name),
+            cached_file(written.thumbnail.data, "image/webp", written.thumbnail.mtime, written.thumbnail.size),
+        )
+        dto = records.to_dto(msgspec.structs.astuple(record))
+        self.emit(ImageCreated(image=dto))
+        return dto
+
+    async def update(self, image_name: str, patch: ImagePatch) -> ImageDTO:
+        """Apply the fields the patch sets; LookupError for an unknown image, UnknownBoard for a bad board."""
+        if not is_image_name(image_name):
+            raise LookupError(image_name)
+        changes = {field: getattr(patch, field) for field in PATCHABLE if getattr(patch, field) is not msgspec.UNSET}
+        async with self.db.write() as conn:
+            board_id = changes.get("board_id")
+            if board_id is not None and not await self.boards.exists(board_id, conn):
+                raise UnknownBoard(board_id)
+            if changes and not await records.update_image(conn, image_name, changes, utc_now()):
+                raise LookupError(image_name)
+            dto = await records.get_image(conn, image_name)
+        if dto is None:
+            raise LookupError(image_name)
+        if changes:
+            self.emit(ImageUpdated(image=dto))
+        return dto
+
+    async def delete(self, image_names: list[str]) -> list[str]:
+        """Delete the named images that exist (record first, then files); return the names deleted."""
+        candidates = [name for name in dict.fromkeys(image_names) if is_image_name(name)]
+        if not candidates:
+            return []
+        async with self.db.write() as conn:
+            deleted = await records.delete_images(conn, candidates)
+        self._deletions += 1
+        for name in deleted:
+            self.cache.evict(name)
+            self.cache.evict(thumbnail_name(name))
+        # Files go after the commit: a crash in between leaves files without a record, which start-up removes.
+        await asyncio.to_thread(lambda: [self.files.delete(name) for name in deleted])
+        for name in deleted:
+            self.emit(ImageDeleted(image_name=name))
+        return deleted
+
+    async def clear_intermediates(self) -> int:
+        names = await records.names_where(self.db.read, "is_intermediate = 1")
+        return len(await self.delete(names))
+
+    # Reading
+
+    async def get_dto(self, image_name: str) -> ImageDTO | None:
+        if not is_image_name(image_name):
+            return None
+        return await records.get_image(self.db.read, image_name)
+
+    async def list(self, query: ListImagesQuery) -> tuple[list[ImageDTO], int]:
+        return await records.list_images(self.db.read, query)
+
+    async def open_image(self, image_name: str) -> Image.Image:
+        """A decoded copy of a stored image; LookupError if there is no such image."""
+        item = await self.get_file(image_name, thumbnail=False)
+
+        def decode() -> Image.Image:
+            from PIL import Image
+
+            with Image.open(io.BytesIO(item.body)) as image:
+                image.load()
+                return image.copy()
+
+        return await asyncio.to_thread(decode)
+
+    async def get_file(self, image_name: str, *, thumbnail: bool) -> CachedFile:
+        """The PNG or thumbnail, from memory when it is there; LookupError for a name we did not issue."""
+        if not is_image_name(image_name):
+            raise LookupError(image_name)
+        key = thumbnail_name(image_name) if thumbnail else image_name
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        deletions = self._deletions
+        if not await records.image_exists(self.db.read, image_name):
+            raise LookupError(image_name)
+        path = self.files.thumbnail_path(image_name) if thumbnail else self.files.image_path(image_name)
+        try:
+            data = await asyncio.to_thread(self.files.read, path)
+        except FileNotFoundError:
+            if not thumbnail:
+                raise LookupError(image_name) from None
+            # A thumbnail lost on disk is rebuilt from its image rather than answered 404.
+            try:
+                await asyncio.to_thread(self.files.write_thumbnail, image_name)
+                data = await asyncio.to_thread(self.files.read, path)
+            except (FileNotFoundError, OSError, ValueError):
+                raise LookupError(image_name) from None
+        item = cached_file(data.data, "image/webp" if thumbnail else "image/png", data.mtime, data.size)
+        if deletions == self._deletions:
+            self.cache.put(key, item)
+        return item
+
+    async def metadata(self, image_name: str) -> ImageMetadata:
+        """The stored metadata and the graph (the session's, accumulators removed), as raw JSON."""
+        if not is_image_name(image_name):
+            raise LookupError(image_name)
+        session_id, metadata, graph = await records.get_metadata(self.db.read, image_name)
+        graph_raw: msgspec.Raw | None = None
+        if session_id is not None:
+            session_json = await self._sessions.get_raw(session_id)
+            if session_json is not None:
+                try:
+                    graph_raw = session_graph_raw(session_json)
+                except msgspec.DecodeError:
+                    log.warning("session %s holds no readable graph", session_id)
+        if graph_raw is None and graph is not None:
+            graph_raw = msgspec.Raw(graph)
+        if graph_raw is None and session_id is not None:
+            # The session is gone: the graph embedded in the PNG is the only copy left.
+            graph_raw = await self._graph_from_file(image_name)
+        return ImageMetadata(metadata=None if metadata is None else msgspec.Raw(metadata), graph=graph_raw)
+
+    async def _graph_from_file(self, image_name: str) -> msgspec.Raw | None:
+        try:
+            item = await self.get_file(image_name, thumbnail=False)
+        except LookupError:
+            return None
+
+        def read_chunk() -> str | None:
+            from PIL import Image
+
+            with Image.open(io.BytesIO(item.body)) as image:
+                text = getattr(image, "text", {}).get("invokeai_graph")
+            return text if isinstance(text, str) and is_json(text) else None
+
+        text = await asyncio.to_thread(read_chunk)
+        return None if text is None else msgspec.Raw(text)
+
+    # Start-up reconciliation
+
+    async def _reconcile_logged(self) -> ReconcileReport:
+        try:
+            report = await self.reconcile()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("image reconciliation failed; it runs again at the next start")
+            report = ReconcileReport()
+        self.reconcile_report = report
+        self.reconciled.set()
+        return report
+
+    async def reconcile(self) -> ReconcileReport:
+        """Remove files without records (and leftover temp files), records without files; rebuild thumbnails."""
+        report = ReconcileReport()
+        images, thumbnails, strays = await asyncio.to_thread(self.files.listing)
+        known = await records.all_names(self.db.read)
+
+        for path in strays:
+            # A temp file of a write in progress carries its final name; everything else stray goes.
+            if path.name.startswith(TEMP_PREFIX) and any(name in path.name for name in self._pending):
+                continue
+            if await asyncio.to_thread(self.files.remove_stray, path):
+                report.strays_removed.append(path.name)
+
+        for name in sorted((images | thumbnails) - known):
+            # Pending first, then the record: a write still running, or one that committed since the listing,
+            # is spared.
+            if name in self._pending or await records.image_exists(self.db.read, name):
+                continue
+            await asyncio.to_thread(self.files.delete, name)
+            report.files_removed.append(name)
+
+        missing = []
+        for name in sorted(known - images):
+            on_disk = await asyncio.to_thread(_is_regular_file, self.files.image_path(name))
+            if not on_disk:
+                missing.append(name)
+        report.records_removed = await self.delete(missing)
+
+        for name in sorted((known & images) - thumbnails):
+            try:
+                await asyncio.to_thread(self.files.write_thumbnail, name)
+                report.thumbnails_rebuilt.append(name)
+            except (OSError, ValueError) as exc:
+                log.warning("could not rebuild the thumbnail of %s: %s", name, exc)
+
+        for what, names in (
+            ("files without a record", report.files_removed),
+            ("records without a file", report.records_removed),
+            ("stray entries", report.strays_removed),
+            ("missing thumbnails rebuilt", report.thumbnails_rebuilt),
+        ):
+            if names:
+                shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+                log.warning("image reconciliation: %d %s: %s", len(names), what, shown)
+        return report
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
