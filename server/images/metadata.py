@@ -31,7 +31,8 @@ class _RawGraph(msgspec.Struct):
 
 
 class _SessionGraph(msgspec.Struct):
-    graph: msgspec.Raw | None = None
+    # msgspec decodes `Raw` only on its own, not in a union; an absent graph stays empty.
+    graph: msgspec.Raw = msgspec.Raw()
 
 
 _graph_decoder = msgspec.json.Decoder(_RawGraph)
@@ -67,10 +68,10 @@ def stripped_graph_json(graph_json: str | bytes) -> str:
 
 def session_graph_raw(session_json: str | bytes) -> msgspec.Raw | None:
     """The session's graph with accumulators removed, as raw JSON, from the stored session string."""
-    graph = _session_decoder.decode(session_json).graph
-    if graph is None:
+    graph = bytes(_session_decoder.decode(session_json).graph)
+    if graph in (b"", b"null"):
         return None
-    return msgspec.Raw(_stripped(bytes(graph)))
+    return msgspec.Raw(_stripped(graph))
 
 
 def is_json(text: str | bytes) -> bool:

@@ -37,13 +37,13 @@ def png_bytes(image: Image.Image | None = None, text: dict[str, str] | None = No
 
 def jpeg_bytes(image: Image.Image | None = None, exif: Image.Exif | None = None) -> bytes:
     out = io.BytesIO()
-    (image or make_image()).save(out, format="JPEG", quality=90, exif=exif or Image.Exif())
+    (image or make_image()).save(out, format="JPEG", quality=90, exif=Image.Exif() if exif is None else exif)
     return out.getvalue()
 
 
 def webp_bytes(image: Image.Image | None = None, exif: Image.Exif | None = None) -> bytes:
     out = io.BytesIO()
-    (image or make_image()).save(out, format="WEBP", quality=90, exif=exif or Image.Exif())
+    (image or make_image()).save(out, format="WEBP", quality=90, exif=Image.Exif() if exif is None else exif)
     return out.getvalue()
 
 
