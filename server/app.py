@@ -19,9 +19,14 @@ from starlette.staticfiles import StaticFiles
 
 from server.config import Settings
 from server.db import Database
+from server.graph.executor import Executor
+from server.graph.session import SessionStore
 from server.http import app as app_routes
 from server.http import boards as board_routes
 from server.http import images as image_routes
+from server.http import nodes as node_routes
+from server.http import queue as queue_routes
+from server.http import sessions as session_routes
 from server.http.errors import EXCEPTION_HANDLERS
 from server.http.io import json_response
 from server.http.openapi import build_openapi
@@ -41,7 +46,14 @@ API_PREFIX = "/api/v1"
 
 def api_routes() -> list[BaseRoute]:
     """Every resource's routes, relative to `/api/v1` (also what the OpenAPI document is built from)."""
-    return [*app_routes.routes, *image_routes.routes, *board_routes.routes]
+    return [
+        *app_routes.routes,
+        *image_routes.routes,
+        *board_routes.routes,
+        *session_routes.routes,
+        *node_routes.routes,
+        *queue_routes.routes,
+    ]
 
 
 def build_app(settings: Settings) -> Starlette:
@@ -77,6 +89,11 @@ def build_app(settings: Settings) -> Starlette:
         svc.images = ImageService(settings, db, hub)
         await svc.images.start()
         stack.push_async_callback(svc.images.stop)
+        # The executor starts last (it runs queued sessions, which need every other service) and stops first.
+        svc.sessions = SessionStore(db)
+        svc.executor = Executor(settings, hub, svc.sessions, svc.images, svc.models)
+        await svc.executor.start()
+        stack.push_async_callback(svc.executor.stop)
         try:
             yield
         finally:

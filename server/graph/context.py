@@ -1,0 +1,144 @@
+"""What a node sees while it runs on the worker thread: its tensors, models, images, progress and cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from server.graph.preview import latents_preview
+from server.ws.events import GeneratorProgress
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from server.config import Settings
+    from server.images.schema import ImageDTO
+    from server.models.loader import ModelLoader
+    from server.models.schema import ModelIdentifier
+    from server.ws.hub import EventHub
+
+T = TypeVar("T")
+
+
+class Canceled(Exception):
+    """Raised inside a node when its session was canceled; the executor marks the session `canceled`."""
+
+
+class NodeError(Exception):
+    """A failure a person can act on (missing image, wrong sizes...); its message becomes the session error."""
+
+
+@dataclass
+class RunServices:
+    """What nodes may reach: passed in by the executor, never looked up globally."""
+
+    settings: Settings
+    events: EventHub
+    loader: ModelLoader
+    images: Any
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclass
+class InvocationContext:
+    services: RunServices
+    session_id: str
+    node_id: str
+    source_node_id: str
+    # The session's tensors by name; outputs refer to them by name.
+    tensors: dict[str, Any]
+    # Prefix for the names of tensors this invocation creates (derived from its cache key when it has one).
+    name_prefix: str
+    cancel: threading.Event
+    # The session's graph without metadata accumulators, as embedded in every image it saves (made on demand).
+    graph_json: Callable[[], str] | None = None
+    produced: dict[str, Any] = field(default_factory=dict)
+    _last_preview: float = float("-inf")
+
+    # tensors
+    def put_tensor(self, field_name: str, value: Any) -> str:
+        name = f"{self.name_prefix}.{field_name}"
+        self.tensors[name] = value
+        self.produced[name] = value
+        return name
+
+    def get_tensor(self, name: str) -> Any:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise NodeError(f"tensor {name!r} is not available in this session; wire the node that makes it") from None
+
+    # models
+    def load_model(self, model: ModelIdentifier, submodel: str) -> Any:
+        return self.services.loader.load(model, submodel, session_id=self.session_id)
+
+    @property
+    def device(self) -> Any:
+        return self.services.loader.device
+
+    @property
+    def dtype(self) -> Any:
+        return self.services.loader.dtype
+
+    # progress and cancel
+    def check_canceled(self) -> None:
+        if self.cancel.is_set():
+            raise Canceled()
+
+    def progress(self, step: int, total_steps: int, latents: Any) -> None:
+        """Report a finished step; attach a preview at most every `preview_interval_ms`."""
+        now = time.monotonic()
+        preview = None
+        if step == total_steps or (now - self._last_preview) * 1000 >= self.services.settings.preview_interval_ms:
+            preview = latents_preview(latents)
+            self._last_preview = now
+        self.services.events.emit(
+            GeneratorProgress(
+                session_id=self.session_id,
+                node_id=self.node_id,
+                source_node_id=self.source_node_id,
+                step=step,
+                total_steps=total_steps,
+                progress_image=preview,
+            )
+        )
+
+    # images (the image service is async and lives on the event loop; the worker waits for it)
+    def call_async(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.services.loop).result()
+
+    def open_image(self, image_name: str) -> Image.Image:
+        if self.services.images is None:
+            raise NodeError("the image service is not running")
+        try:
+            return self.call_async(self.services.images.open_image(image_name))
+        except LookupError:
+            raise NodeError(f"image {image_name!r} does not exist") from None
+
+    def save_image(
+        self,
+        image: Image.Image,
+        *,
+        is_intermediate: bool = False,
+        board_id: str | None = None,
+        metadata: str | None = None,
+        category: str = "general",
+    ) -> ImageDTO:
+        if self.services.images is None:
+            raise NodeError("the image service is not running")
+        return self.call_async(
+            self.services.images.save(
+                image,
+                category=category,
+                is_intermediate=is_intermediate,
+                session_id=self.session_id,
+                node_id=self.node_id,
+                board_id=board_id,
+                metadata=metadata,
+                graph=self.graph_json() if self.graph_json is not None else None,
+            )
+        )

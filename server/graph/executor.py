@@ -1,0 +1,231 @@
+"""The session queue and the worker that runs it.
+
+What routes use is small on purpose - `submit`, `cancel`, `status`, `live`, events out through the hub - so
+that the queue could move to another process or machine (Ray, Redis streams...) without touching nodes or
+routes. Here the queue is an in-process FIFO whose truth is the session status in SQLite: queued sessions
+are found again at start-up, and one found `running` was interrupted by a crash and is marked `failed`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from server.config import Settings
+from server.graph.cache import NodeCache
+from server.graph.context import Canceled, RunServices
+from server.graph.devices import guess_device
+from server.graph.graph import topological_order
+from server.graph.runner import SessionFailed, SessionRun
+from server.graph.session import FINISHED, Session, SessionStore
+from server.models.loader import ModelLoader
+from server.ws.events import QueueStatus, SessionCanceled, SessionComplete, SessionStarted
+from server.ws.hub import EventHub
+
+log = logging.getLogger(__name__)
+
+CRASH_REASON = "The server stopped while this session was running; invoke it again to run it from the start"
+
+
+class QueueState(msgspec.Struct):
+    running: str | None
+    pending: list[str]
+
+
+class SessionConflict(Exception):
+    """The session is in a state that does not allow the request (already queued, nothing to cancel...)."""
+
+
+class Executor:
+    def __init__(self, settings: Settings, events: EventHub, store: SessionStore, images: Any, models: Any) -> None:
+        self.settings = settings
+        self.events = events
+        self.store = store
+        self.images = images
+        self.loader = ModelLoader(models, settings, events)
+        self.cache = NodeCache(settings.node_cache_entries)
+        # One thread does all torch work, so models and the device are never used from two threads.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagegraph-worker")
+        self._pending: deque[str] = deque()
+        self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._running: Session | None = None
+        self._run: SessionRun | None = None
+        self._cancel = threading.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._save_task: asyncio.Task[None] | None = None
+        self._dirty = False
+
+    @property
+    def device_name(self) -> str:
+        """The device generation runs on: torch's answer once it ran, a cheap guess before."""
+        if self.loader.device is not None:
+            return str(self.loader.device.type)
+        return guess_device(self.settings.device)
+
+    # lifecycle
+
+    async def start(self) -> None:
+        for session_id in await self.store.ids_with_status("running"):
+            session = await self.store.get(session_id)
+            if session is not None:
+                session.status = "failed"
+                session.errors[_interrupted_node(session)] = CRASH_REASON
+                await self.store.save(session)
+                log.warning("session %s was running when the server stopped; marked failed", session_id)
+        self._pending.extend(await self.store.ids_with_status("queued"))
+        if self._pending:
+            log.info("%d queued session(s) found; running them", len(self._pending))
+        self._task = asyncio.create_task(self._work(), name="imagegraph-executor")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._cancel.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # the interface routes use
+
+    def status(self) -> QueueState:
+        return QueueState(running=self._running.id if self._running else None, pending=list(self._pending))
+
+    def live(self, session_id: str) -> Session | None:
+        """The running session as it is in memory now (its stored copy lags by a write)."""
+        return self._running if self._running is not None and self._running.id == session_id else None
+
+    async def submit(self, session_id: str) -> Session:
+        """Queue a session (again, if it finished). LookupError: unknown; SessionConflict: queued or running."""
+        async with self._lock:
+            session = await self.store.get(session_id)
+            if session is None:
+                raise LookupError(session_id)
+            if session.status in ("queued", "running") or session_id in self._pending or self.live(session_id):
+                raise SessionConflict(f"session {session_id} is already {session.status}")
+            session.status = "queued"
+            session.executed, session.results, session.errors = [], {}, {}
+            await self.store.save(session)
+            self._pending.append(session_id)
+        self._queue_changed()
+        self._wakeup.set()
+        return session
+
+    async def cancel(self, session_id: str) -> None:
+        """Take a queued session off the queue, or stop a running one before its next step."""
+        async with self._lock:
+            if self.live(session_id) is not None:
+                self._cancel.set()
+                return
+            session = await self.store.get(session_id)
+            if session is None:
+                raise LookupError(session_id)
+            if session.status == "canceled":
+                return
+            if session_id not in self._pending:
+                raise SessionConflict(
+                    f"session {session_id} is {session.status}; only a queued or running one can be canceled"
+                )
+            self._pending.remove(session_id)
+            session.status = "canceled"
+            await self.store.save(session)
+        self.events.emit(SessionCanceled(session_id=session_id))
+        self.events.emit(SessionComplete(session_id=session_id, status="canceled"))
+        self._queue_changed()
+
+    # the worker loop
+
+    def _queue_changed(self) -> None:
+        state = self.status()
+        self.events.emit(QueueStatus(running=state.running, pending=state.pending))
+
+    async def _work(self) -> None:
+        services = RunServices(
+            settings=self.settings,
+            events=self.events,
+            loader=self.loader,
+            images=self.images,
+            loop=asyncio.get_running_loop(),
+        )
+        while True:
+            while not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            async with self._lock:
+                session_id = self._pending.popleft()
+                session = await self.store.get(session_id)
+                if session is None or session.status != "queued":
+                    continue
+                session.status = "running"
+                self._cancel.clear()
+                self._running = session
+                await self.store.save(session)
+            self._queue_changed()
+            self.events.emit(SessionStarted(session_id=session_id))
+            try:
+                await self._execute(session, services)
+            finally:
+                self._running = None
+                self._run = None
+            self._queue_changed()
+
+    async def _execute(self, session: Session, services: RunServices) -> None:
+        run = SessionRun(session, services, self.cache, self._pool, self._cancel, self._changed)
+        self._run = run
+        try:
+            await run.run()
+            session.status = "completed"
+        except Canceled:
+            # A server shutting down puts its session back in the queue: it runs again after the restart.
+            session.status = "queued" if self._stopping else "canceled"
+        except SessionFailed:
+            session.status = "failed"
+        except asyncio.CancelledError:
+            session.status = "queued"
+            await asyncio.shield(self._final_save(session))
+            raise
+        except Exception as exc:  # a bug in the runner itself: fail the session, keep the server going
+            log.exception("session %s failed", session.id)
+            session.status = "failed"
+            session.errors[run.current or session.id] = f"{type(exc).__name__}: {exc}"
+        await self._final_save(session)
+        if session.status == "canceled":
+            self.events.emit(SessionCanceled(session_id=session.id))
+        if session.status in FINISHED:
+            self.events.emit(SessionComplete(session_id=session.id, status=session.status))
+
+    # write-behind: progress is saved while the worker computes; the final state is saved before it is announced
+
+    def _changed(self) -> None:
+        self._dirty = True
+        if self._save_task is None or self._save_task.done():
+            self._save_task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._dirty and self._running is not None:
+            self._dirty = False
+            await self.store.save(self._running)
+
+    async def _final_save(self, session: Session) -> None:
+        if self._save_task is not None:
+            with contextlib.suppress(Exception):
+                await self._save_task
+        self._dirty = False
+        await self.store.save(session)
+
+
+def _interrupted_node(session: Session) -> str:
+    """The node that was running when the server stopped: the first one in order that did not finish."""
+    done = {node_id.split("#", 1)[0] for node_id in session.executed}
+    for node_id in topological_order(session.graph):
+        if node_id not in done:
+            return node_id
+    return session.executed[-1] if session.executed else session.graph.id

@@ -1,0 +1,85 @@
+"""Values that travel along edges between nodes.
+
+Tensors never leave the process: a `LatentsField` or `ConditioningField` names a tensor the running
+session (or the node cache) holds, so session results stay small JSON. Model handles name a registered
+model; the submodel is loaded only by the node that uses it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from server.models.schema import ModelIdentifier
+
+
+class ImageField(msgspec.Struct):
+    image_name: str
+
+
+class BoardField(msgspec.Struct):
+    board_id: str
+
+
+class LatentsField(msgspec.Struct):
+    latents_name: str
+    # The seed the noise came from, so a denoise can continue the same random stream (ancestral samplers).
+    seed: int | None = None
+
+
+class ConditioningField(msgspec.Struct):
+    conditioning_name: str
+
+
+class UNetField(msgspec.Struct):
+    model: ModelIdentifier
+
+
+class ClipField(msgspec.Struct):
+    model: ModelIdentifier
+
+
+class VaeField(msgspec.Struct):
+    model: ModelIdentifier
+
+
+class LoraMetadata(msgspec.Struct):
+    lora: ModelIdentifier
+    weight: float
+
+
+class CoreMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The generation settings embedded in a PNG as `invokeai_metadata` (API.md §PNG metadata)."""
+
+    generation_mode: str
+    positive_prompt: str | None = None
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    rand_device: str | None = None
+    cfg_scale: float | None = None
+    steps: int | None = None
+    scheduler: str | None = None
+    clip_skip: int | None = None
+    model: ModelIdentifier | None = None
+    controlnets: list[Any] | None = None
+    loras: list[LoraMetadata] | None = None
+    strength: float | None = None
+    init_image: str | None = None
+    vae: ModelIdentifier | None = None
+
+
+# The name each value type has in the node catalogue and in edge type checks.
+TYPE_NAMES: dict[type, str] = {
+    ImageField: "image",
+    BoardField: "board",
+    LatentsField: "latents",
+    ConditioningField: "conditioning",
+    UNetField: "unet",
+    ClipField: "clip",
+    VaeField: "vae",
+    ModelIdentifier: "model",
+    CoreMetadata: "metadata",
+    LoraMetadata: "lora",
+}

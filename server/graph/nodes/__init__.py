@@ -1,0 +1,59 @@
+"""Every node type, one module per family. The registry (server/graph/registry.py) builds the graph payload
+union and the `/api/v1/nodes/` catalogue from NODE_CLASSES."""
+
+from server.graph.nodes.base import Node, Output
+from server.graph.nodes.conditioning import CompelNode
+from server.graph.nodes.image import (
+    ImageBlurNode,
+    ImageConvertNode,
+    ImageCropNode,
+    ImageNode,
+    ImagePasteNode,
+    ImageResizeNode,
+)
+from server.graph.nodes.latents import (
+    DenoiseLatentsNode,
+    ImageToLatentsNode,
+    LatentsToImageNode,
+    NoiseNode,
+    TextToLatentsNode,
+)
+from server.graph.nodes.metadata import MetadataAccumulatorNode
+from server.graph.nodes.model import MainModelLoaderNode
+from server.graph.nodes.primitives import (
+    BooleanNode,
+    CollectNode,
+    FloatNode,
+    IntegerNode,
+    IterateNode,
+    RandomIntNode,
+    RangeNode,
+    StringNode,
+)
+
+NODE_CLASSES: tuple[type[Node], ...] = (
+    IntegerNode,
+    FloatNode,
+    StringNode,
+    BooleanNode,
+    RandomIntNode,
+    RangeNode,
+    IterateNode,
+    CollectNode,
+    ImageNode,
+    MainModelLoaderNode,
+    CompelNode,
+    NoiseNode,
+    DenoiseLatentsNode,
+    TextToLatentsNode,
+    LatentsToImageNode,
+    ImageToLatentsNode,
+    MetadataAccumulatorNode,
+    ImageResizeNode,
+    ImageCropNode,
+    ImagePasteNode,
+    ImageBlurNode,
+    ImageConvertNode,
+)
+
+__all__ = ["NODE_CLASSES", "Node", "Output"]

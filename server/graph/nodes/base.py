@@ -1,0 +1,52 @@
+"""What every node is: a msgspec Struct whose fields are its inputs, tagged by its `type`, with an `invoke`
+that turns resolved inputs into an output Struct.
+
+An input is given as a value in the graph, or wired from another node's output by an edge (the edge wins),
+or both are allowed; the `Meta` markers below say which. A field without a default is required (given or
+wired); `WIRE_REQUIRED` marks a wired-only input that must be connected."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+import msgspec
+
+if TYPE_CHECKING:
+    from server.graph.context import InvocationContext
+
+# Only an edge can supply this input (handles to models, tensors): a value in the graph is refused.
+WIRE = msgspec.Meta(extra={"input": "connection"}, extra_json_schema={"x-input": "connection"})
+WIRE_REQUIRED = msgspec.Meta(
+    extra={"input": "connection", "required": True}, extra_json_schema={"x-input": "connection", "x-required": True}
+)
+# Only a value in the graph can set this input: no edge may point at it.
+DIRECT = msgspec.Meta(extra={"input": "direct"}, extra_json_schema={"x-input": "direct"})
+
+# InvokeAI's SEED_MAX: seeds are unsigned 32-bit, like its noise node.
+SEED_MAX = 2**32 - 1
+
+
+class Output(msgspec.Struct, tag_field="type", kw_only=True):
+    """An invocation's result; each field is an output edges can start from."""
+
+
+class Node(msgspec.Struct, tag_field="type", kw_only=True):
+    id: str
+    # False runs the node even when an identical invocation is in the node cache (InvokeAI's `use_cache`).
+    use_cache: Annotated[bool, DIRECT] = True
+
+    output: ClassVar[type[Output]]
+    # Deterministic and free of side effects: its output may be reused for identical inputs.
+    cacheable: ClassVar[bool] = True
+    category: ClassVar[str] = "primitives"
+
+    def invoke(self, ctx: InvocationContext) -> Output:
+        raise NotImplementedError
+
+
+def node_type(cls: type[Node]) -> str:
+    return cls.__struct_config__.tag  # type: ignore[return-value]
+
+
+def as_builtins(value: Any) -> Any:
+    return msgspec.to_builtins(value)

@@ -1,0 +1,119 @@
+"""`image` (an existing image by name) and the image operations. Each operation saves its result through the
+image service, like InvokeAI's, so its output is an image name the next node (or a person) can use."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from server.graph.context import InvocationContext
+from server.graph.fields import BoardField, ImageField
+from server.graph.nodes.base import Node
+from server.graph.nodes.latents import ImageOutput
+
+Size = Annotated[int, msgspec.Meta(ge=1, le=16384)]
+Offset = Annotated[int, msgspec.Meta(ge=-16384, le=16384)]
+_RESAMPLE = {"nearest": 0, "box": 4, "bilinear": 2, "hamming": 5, "bicubic": 3, "lanczos": 1}
+
+
+class ImageNode(Node, tag="image", kw_only=True):
+    """An image already in the gallery, by name."""
+
+    image: ImageField
+    output = ImageOutput
+    cacheable = False  # the image may be deleted between runs
+    category = "image"
+
+    def invoke(self, ctx: InvocationContext) -> ImageOutput:
+        image = ctx.open_image(self.image.image_name)
+        return ImageOutput(image=self.image, width=image.width, height=image.height)
+
+
+class _ImageOperation(Node, kw_only=True):
+    board: BoardField | None = None
+    is_intermediate: bool = False
+    output = ImageOutput
+    cacheable = False  # every run saves a new image
+    category = "image"
+
+    def _save(self, ctx: InvocationContext, image) -> ImageOutput:
+        dto = ctx.save_image(
+            image, is_intermediate=self.is_intermediate, board_id=self.board.board_id if self.board else None
+        )
+        return ImageOutput(image=ImageField(image_name=dto.image_name), width=dto.width, height=dto.height)
+
+
+class ImageResizeNode(_ImageOperation, tag="img_resize", kw_only=True):
+    """Resize to exactly `width`×`height`."""
+
+    image: ImageField
+    width: Size = 512
+    height: Size = 512
+    resample_mode: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "bicubic"
+
+    def invoke(self, ctx: InvocationContext) -> ImageOutput:
+        image = ctx.open_image(self.image.image_name)
+        return self._save(ctx, image.resize((self.width, self.height), resample=_RESAMPLE[self.resample_mode]))
+
+
+class ImageCropNode(_ImageOperation, tag="img_crop", kw_only=True):
+    """Cut out `width`×`height` at (`x`, `y`); parts outside the image are transparent."""
+
+    image: ImageField
+    x: Offset = 0
+    y: Offset = 0
+    width: Size = 512
+    height: Size = 512
+
+    def invoke(self, ctx: InvocationContext) -> ImageOutput:
+        from PIL import Image
+
+        image = ctx.open_image(self.image.image_name)
+        canvas = Image.new("RGBA", (self.width, self.height), (0, 0, 0, 0))
+        canvas.paste(image, (-self.x, -self.y))
+        return self._save(ctx, canvas)
+
+
+class ImagePasteNode(_ImageOperation, tag="img_paste", kw_only=True):
+    """Paste `image` onto `base_image` at (`x`, `y`), through `mask` when one is given."""
+
+    base_image: ImageField
+    image: ImageField
+    mask: ImageField | None = None
+    x: Offset = 0
+    y: Offset = 0
+
+    def invoke(self, ctx: InvocationContext) -> ImageOutput:
+        base = ctx.open_image(self.base_image.image_name).convert("RGBA")
+        image = ctx.open_image(self.image.image_name).convert("RGBA")
+        mask = ctx.open_image(self.mask.image_name).convert("L") if self.mask is not None else None
+        result = base.copy()
+        result.paste(image, (self.x, self.y), mask if mask is not None else image)
+        return self._save(ctx, result)
+
+
+class ImageBlurNode(_ImageOperation, tag="img_blur", kw_only=True):
+    """Blur by `radius` pixels."""
+
+    image: ImageField
+    radius: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 8.0
+    blur_type: Literal["gaussian", "box"] = "gaussian"
+
+    def invoke(self, ctx: InvocationContext) -> ImageOutput:
+        from PIL import ImageFilter
+
+        image = ctx.open_image(self.image.image_name)
+        kind = ImageFilter.GaussianBlur if self.blur_type == "gaussian" else ImageFilter.BoxBlur
+        return self._save(ctx, image.filter(kind(self.radius)))
+
+
+class ImageConvertNode(_ImageOperation, tag="img_conv", kw_only=True):
+    """Convert to another colour mode (the PNG-storable ones)."""
+
+    image: ImageField
+    mode: Literal["L", "LA", "RGB", "RGBA", "1"] = "L"
+
+    def invoke(self, ctx: InvocationContext) -> ImageOutput:
+        image = ctx.open_image(self.image.image_name)
+        return self._save(ctx, image.convert(self.mode))

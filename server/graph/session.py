@@ -1,0 +1,74 @@
+"""Sessions (InvokeAI's GraphExecutionState): a validated graph, its status, and what running it produced.
+Stored as JSON through ItemStorage in the `sessions` table."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+import msgspec
+
+from server.clock import utc_now
+from server.db import Database, ItemStorage
+from server.graph.graph import Graph
+from server.graph.registry import AnyOutput
+
+SessionStatus = Literal["pending", "queued", "running", "completed", "failed", "canceled"]
+FINISHED: tuple[str, ...] = ("completed", "failed", "canceled")
+
+
+class Session(msgspec.Struct, kw_only=True):
+    id: str
+    graph: Graph
+    status: SessionStatus = "pending"
+    # Executed node ids: a node under an `iterate` runs once per item, as `<node>#<index>`.
+    executed: list[str] = []
+    results: dict[str, AnyOutput] = {}  # type: ignore[valid-type]
+    # node id -> what went wrong; a failure not tied to a node (a crash) is under the node that was running.
+    errors: dict[str, str] = {}
+    created_at: str
+    updated_at: str
+
+
+class SessionPage(msgspec.Struct, kw_only=True):
+    items: list[Session]
+    offset: int
+    limit: int
+    total: int
+
+
+class SessionStore:
+    """Sessions by id. `updated_at` of a queued session is when it was queued: restart re-queues in that order."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.items: ItemStorage[Session] = ItemStorage(db, "sessions", Session)
+        self._encoder = msgspec.json.Encoder()
+
+    @staticmethod
+    def new(graph: Graph) -> Session:
+        now = utc_now()
+        return Session(id=str(uuid.uuid4()), graph=graph, created_at=now, updated_at=now)
+
+    async def save(self, session: Session) -> None:
+        session.updated_at = utc_now()
+        await self.items.set(session.id, session)
+
+    async def get(self, session_id: str) -> Session | None:
+        return await self.items.get(session_id)
+
+    async def get_raw(self, session_id: str) -> str | None:
+        return await self.items.get_raw(session_id)
+
+    async def page(self, offset: int, limit: int) -> tuple[list[Session], int]:
+        return await self.items.list(offset, limit)
+
+    async def ids_with_status(self, status: str) -> list[str]:
+        """Ids of sessions in `status`, oldest change first (queue order for `queued`)."""
+        async with self.db.read.execute(
+            "SELECT id FROM sessions WHERE status = ? ORDER BY updated_at, rowid", (status,)
+        ) as cursor:
+            return [row[0] for row in await cursor.fetchall()]
+
+    def encode(self, session: Session) -> bytes:
+        return self._encoder.encode(session)

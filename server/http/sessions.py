@@ -1,0 +1,176 @@
+"""`/api/v1/sessions/*`: create (validate) a session from a graph, read it, queue it, cancel it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.graph.executor import Executor, SessionConflict
+from server.graph.fields import ImageField
+from server.graph.graph import Graph, GraphInput, GraphInvalid, Problem, validate_graph
+from server.graph.nodes.model import MainModelLoaderNode
+from server.graph.session import Session, SessionPage, SessionStore
+from server.http.errors import ApiError, ErrorItem
+from server.http.io import Operation, decode_body, json_response, operation
+from server.services import Services, services
+
+TAGS = ("sessions",)
+
+
+class PageQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50
+
+
+class InvokeQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # InvokeAI's flag; this server always runs the whole graph, so only `true` is accepted.
+    all: bool = True
+
+
+def _documents_body(body_type: Any):
+    """Publish `body_type` as the request body in OpenAPI while the route decodes the body itself: a graph is
+    checked node by node so every problem is reported, which one msgspec decode cannot do."""
+
+    def decorate(endpoint):
+        spec: Operation = endpoint.__operation__
+        endpoint.__operation__ = msgspec.structs.replace(spec, body=body_type)
+        return endpoint
+
+    return decorate
+
+
+def _store(request: Request) -> SessionStore:
+    return services(request).sessions
+
+
+def _executor(request: Request) -> Executor:
+    return services(request).executor
+
+
+def _not_found(session_id: str) -> ApiError:
+    shown = session_id if len(session_id) <= 80 else session_id[:80] + "…"
+    return ApiError(404, f"Session {shown!r} not found")
+
+
+def _invalid(problems: list[Problem]) -> ApiError:
+    errors = [ErrorItem(loc=["body", *problem.loc], msg=problem.msg) for problem in problems]
+    more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''}, listed in `errors`)"
+    return ApiError(422, f"The graph is invalid: {problems[0].msg}" + (more if len(problems) > 1 else ""), errors)
+
+
+async def _missing_references(svc: Services, graph: Graph) -> list[Problem]:
+    """Models and images the graph names that do not exist: found now rather than halfway through a run."""
+    problems = []
+    for node_id, node in graph.nodes.items():
+        if isinstance(node, MainModelLoaderNode) and svc.models is not None:
+            model = node.model
+            try:
+                svc.models.get(model.base_model, model.model_type, model.model_name)
+            except KeyError:
+                problems.append(
+                    Problem(
+                        loc=("nodes", node_id, "model"),
+                        msg=f"model {model.key} is not registered; see GET /api/v1/models/",
+                    )
+                )
+        for field in node.__struct_fields__:
+            value = getattr(node, field)
+            if (
+                isinstance(value, ImageField)
+                and svc.images is not None
+                and await svc.images.get_dto(value.image_name) is None
+            ):
+                problems.append(
+                    Problem(loc=("nodes", node_id, field), msg=f"image {value.image_name!r} does not exist")
+                )
+    return problems
+
+
+@_documents_body(Graph)
+@operation("Create a session from a graph (validated)", tags=TAGS, responses={201: Session, 422: None})
+async def create_session(request: Request) -> Response:
+    data = await decode_body(request, GraphInput)
+    try:
+        graph = validate_graph(data)
+    except GraphInvalid as exc:
+        raise _invalid(exc.problems) from None
+    svc = services(request)
+    problems = await _missing_references(svc, graph)
+    if problems:
+        raise _invalid(problems)
+    session = SessionStore.new(graph)
+    await svc.sessions.save(session)
+    return json_response(session, 201, headers={"Location": f"/api/v1/sessions/{session.id}"})
+
+
+@operation("List sessions, newest first", tags=TAGS, query=PageQuery, responses={200: SessionPage})
+async def list_sessions(request: Request, query: PageQuery) -> Response:
+    items, total = await _store(request).page(query.offset, query.limit)
+    executor = _executor(request)
+    items = [executor.live(item.id) or item for item in items]
+    return json_response(SessionPage(items=items, offset=query.offset, limit=query.limit, total=total))
+
+
+@operation("A session: status, executed nodes, results, errors", tags=TAGS, responses={200: Session, 404: None})
+async def get_session(request: Request) -> Response:
+    session_id = request.path_params["session_id"]
+    live = _executor(request).live(session_id)
+    if live is not None:
+        return json_response(live)
+    raw = await _store(request).get_raw(session_id)
+    if raw is None:
+        raise _not_found(session_id)
+    # Stored JSON goes out as it is: no decode and re-encode of a large graph.
+    return Response(raw, media_type="application/json")
+
+
+@operation(
+    "Queue a session (FIFO); 409 while it is queued or running",
+    tags=TAGS,
+    query=InvokeQuery,
+    responses={202: Session, 404: None, 409: None},
+)
+async def invoke_session(request: Request, query: InvokeQuery) -> Response:
+    session_id = request.path_params["session_id"]
+    if not query.all:
+        raise ApiError(
+            422,
+            "`all=false` (running one node at a time) is not supported; invoke with all=true",
+            [ErrorItem(loc=["query", "all"], msg="only true is supported")],
+        )
+    try:
+        session = await _executor(request).submit(session_id)
+    except LookupError:
+        raise _not_found(session_id) from None
+    except SessionConflict as exc:
+        raise ApiError(409, f"{exc}; cancel it or wait for it to finish") from None
+    return json_response(session, 202)
+
+
+@operation(
+    "Cancel: a queued session leaves the queue, a running one stops before its next step",
+    tags=TAGS,
+    responses={202: None, 404: None, 409: None},
+)
+async def cancel_session(request: Request) -> Response:
+    session_id = request.path_params["session_id"]
+    try:
+        await _executor(request).cancel(session_id)
+    except LookupError:
+        raise _not_found(session_id) from None
+    except SessionConflict as exc:
+        raise ApiError(409, str(exc)) from None
+    return Response(status_code=202)
+
+
+routes = [
+    Route("/sessions/", create_session, methods=["POST"]),
+    Route("/sessions/", list_sessions, methods=["GET"]),
+    Route("/sessions/{session_id}", get_session, methods=["GET"]),
+    Route("/sessions/{session_id}/invoke", invoke_session, methods=["PUT"]),
+    Route("/sessions/{session_id}/invoke", cancel_session, methods=["DELETE"]),
+]

@@ -1,0 +1,215 @@
+"""Loads the parts of a main model for generation and keeps them in an LRU cache bounded in bytes.
+
+Parts (`unet`, `text_encoder`, `tokenizer`, `vae`, `scheduler`) are loaded on first use from the model
+manager's records: a diffusers folder part by part, a single-file checkpoint whole (one read of the file
+gives every part; all of them go into the cache). Weights go to the executor's device and precision.
+Called from the executor's worker thread only: loading is torch work."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.config import Settings
+from server.graph.devices import resolve_device
+from server.models.schema import ModelIdentifier
+from server.ws.events import ModelLoadCompleted, ModelLoadStarted
+from server.ws.hub import EventHub
+
+log = logging.getLogger(__name__)
+
+SUBMODELS = ("unet", "text_encoder", "tokenizer", "vae", "scheduler")
+# CLIP's context; some tokenizer configs leave model_max_length at "unlimited" (~1e30).
+CLIP_MAX_LENGTH = 77
+
+
+class ModelLoadError(Exception):
+    """The model is unknown or its files cannot be loaded; the message says which and why."""
+
+
+@dataclass
+class _Entry:
+    value: Any
+    size: int
+
+
+class ModelLoader:
+    def __init__(self, models: Any, settings: Settings, events: EventHub) -> None:
+        self.models = models
+        self.settings = settings
+        self.events = events
+        self.limit_bytes = settings.model_cache_bytes
+        self._cache: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self.total_bytes = 0
+        # Counters for tests and benchmarks: parts read from disk, and parts served from the cache.
+        self.loads = 0
+        self.hits = 0
+        self.device: Any = None
+        self.dtype: Any = None
+
+    def ensure_device(self) -> None:
+        if self.device is None:
+            self.device, self.dtype = resolve_device(self.settings.device, self.settings.precision)
+            log.info("generation runs on %s (%s)", self.device, str(self.dtype).removeprefix("torch."))
+
+    def cached_parts(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(key[0], key[1]) for key in self._cache]
+
+    def load(self, model: ModelIdentifier, submodel: str, session_id: str | None = None) -> Any:
+        """The part, from the cache or from disk (announced by model_load_started/completed events)."""
+        if submodel not in SUBMODELS:
+            raise ModelLoadError(f"unknown submodel {submodel!r}; one of {', '.join(SUBMODELS)}")
+        self.ensure_device()
+        config = self._config(model)
+        path = self._absolute_path(config)
+        key = self._key(model, submodel, path)
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+                return entry.value
+        self.events.emit(ModelLoadStarted(session_id=session_id, model=model, submodel=submodel))
+        try:
+            if getattr(config, "model_format", "diffusers") == "diffusers":
+                value = self._load_diffusers_part(config, path, submodel)
+                self._put(key, value)
+            else:
+                parts = self._load_checkpoint(config, path)
+                for name, part in parts.items():
+                    self._put(self._key(model, name, path), part)
+                value = parts[submodel]
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load the {submodel} of model {model.key} from {path}: {exc}") from exc
+        self.loads += 1
+        self.events.emit(ModelLoadCompleted(session_id=session_id, model=model, submodel=submodel))
+        return value
+
+    # lookup
+
+    def _config(self, model: ModelIdentifier) -> Any:
+        if self.models is None:
+            raise ModelLoadError("the model manager is not running")
+        try:
+            return self.models.get(model.base_model, model.model_type, model.model_name)
+        except KeyError:
+            raise ModelLoadError(f"model {model.key} is not registered; see GET /api/v1/models/") from None
+
+    def _absolute_path(self, config: Any) -> Path:
+        path = Path(self.models.absolute_path(config))
+        if not path.exists():
+            raise ModelLoadError(f"the files of model {config.model_name} are missing: {path}")
+        return path
+
+    @staticmethod
+    def _key(model: ModelIdentifier, submodel: str, path: Path) -> tuple[Any, ...]:
+        # The files' mtime is part of the key: a model replaced on disk is loaded afresh.
+        return (model.key, submodel, str(path), path.stat().st_mtime_ns)
+
+    # cache
+
+    def _put(self, key: tuple[Any, ...], value: Any) -> None:
+        size = _size_bytes(value)
+        with self._lock:
+            old = self._cache.pop(key, None)
+            if old is not None:
+                self.total_bytes -= old.size
+            self._cache[key] = _Entry(value, size)
+            self.total_bytes += size
+            # Evict least recently used parts; the newest stays even when it alone exceeds the limit.
+            while self.total_bytes > self.limit_bytes and len(self._cache) > 1:
+                _, evicted = self._cache.popitem(last=False)
+                self.total_bytes -= evicted.size
+
+    # loading
+
+    def _load_diffusers_part(self, config: Any, path: Path, submodel: str) -> Any:
+        if submodel == "scheduler":
+            return self._scheduler_config(
+                json.loads((path / "scheduler" / "scheduler_config.json").read_text()), config
+            )
+        if submodel == "tokenizer":
+            from transformers import CLIPTokenizer
+
+            tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
+            return _fix_tokenizer(tokenizer)
+        if submodel == "text_encoder":
+            from transformers import CLIPTextModel
+
+            module = CLIPTextModel.from_pretrained(
+                path, subfolder="text_encoder", local_files_only=True, torch_dtype=self.dtype
+            )
+        elif submodel == "unet":
+            from diffusers import UNet2DConditionModel
+
+            module = UNet2DConditionModel.from_pretrained(
+                path, subfolder="unet", local_files_only=True, torch_dtype=self.dtype
+            )
+        else:
+            module = self._load_vae(config, path)
+        return self._place(module)
+
+    def _load_vae(self, config: Any, path: Path) -> Any:
+        from diffusers import AutoencoderKL
+
+        override = getattr(config, "vae", None)
+        if override:
+            vae_path = Path(override)
+            if not vae_path.is_absolute():
+                vae_path = self.settings.root_path / vae_path
+            if not vae_path.is_dir():
+                raise ModelLoadError(f"the VAE of model {config.model_name} must be a diffusers folder: {vae_path}")
+            return AutoencoderKL.from_pretrained(vae_path, local_files_only=True, torch_dtype=self.dtype)
+        return AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True, torch_dtype=self.dtype)
+
+    def _load_checkpoint(self, config: Any, path: Path) -> dict[str, Any]:
+        from server.models.single_file import load_pipeline_from_single_file
+
+        config_dir = self.models.diffusers_config_dir(config)
+        if config_dir is None:
+            raise ModelLoadError(f"no diffusers configuration is known for checkpoint {path.name}")
+        pipe = load_pipeline_from_single_file(path, self.models.legacy_config_path(config), config_dir, self.dtype)
+        parts = {
+            "unet": self._place(pipe.unet),
+            "text_encoder": self._place(pipe.text_encoder),
+            "tokenizer": _fix_tokenizer(pipe.tokenizer),
+            "vae": self._place(self._load_vae(config, path) if getattr(config, "vae", None) else pipe.vae),
+            "scheduler": self._scheduler_config(dict(pipe.scheduler.config), config),
+        }
+        return parts
+
+    @staticmethod
+    def _scheduler_config(scheduler: dict[str, Any], config: Any) -> dict[str, Any]:
+        prediction_type = getattr(config, "prediction_type", None)
+        if prediction_type:
+            scheduler["prediction_type"] = prediction_type
+        return scheduler
+
+    def _place(self, module: Any) -> Any:
+        module = module.to(self.device, self.dtype)
+        module.eval()
+        module.requires_grad_(False)
+        return module
+
+
+def _fix_tokenizer(tokenizer: Any) -> Any:
+    if tokenizer.model_max_length > 10_000:
+        tokenizer.model_max_length = CLIP_MAX_LENGTH
+    return tokenizer
+
+
+def _size_bytes(value: Any) -> int:
+    parameters = getattr(value, "parameters", None)
+    if parameters is None:
+        return 0
+    total = sum(p.numel() * p.element_size() for p in value.parameters())
+    return total + sum(b.numel() * b.element_size() for b in value.buffers())
