@@ -1,0 +1,368 @@
+"""`imagegraph generate`: text-to-image against a running server, over the public API only.
+
+It builds the standard txt2img graph of ../shared/API.md, creates one session per image (seeds `seed`,
+`seed + 1`, ...), subscribes to them on `/ws` before invoking so no event is missed, shows a progress bar per
+image, downloads each PNG into `--out` and prints its path. A dropped WebSocket is resumed with `since`.
+Ctrl-C cancels the sessions that have not finished. Every failure is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+import msgspec
+
+DEFAULT_SERVER = "http://127.0.0.1:9090"
+MAX_SEED = 2**32 - 1
+FINISHED = ("completed", "failed", "canceled")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.png")
+RECONNECTS = 5
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class GenerateError(Exception):
+    """A failure the user can act on; the message is the one line we print."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    prompt: str
+    negative: str = ""
+    model: str | None = None
+    width: int = 512
+    height: int = 512
+    steps: int = 20
+    cfg: float = 7.5
+    scheduler: str = "euler"
+    seed: int | None = None
+    count: int = 1
+    out: Path = Path(".")
+    server: str = DEFAULT_SERVER
+    token: str | None = None
+
+
+def txt2img_graph(request: Request, model: dict[str, str], seed: int) -> dict[str, Any]:
+    """The standard text-to-image graph, exactly as the contract spells it."""
+    size = {"width": request.width, "height": request.height}
+    sampling = {"steps": request.steps, "cfg_scale": request.cfg, "scheduler": request.scheduler}
+    return {
+        "id": "t2i",
+        "nodes": {
+            "model": {"id": "model", "type": "main_model_loader", "model": model},
+            "pos": {"id": "pos", "type": "compel", "prompt": request.prompt},
+            "neg": {"id": "neg", "type": "compel", "prompt": request.negative},
+            "noise": {"id": "noise", "type": "noise", "seed": seed, **size},
+            "denoise": {"id": "denoise", "type": "denoise_latents", **sampling},
+            "decode": {"id": "decode", "type": "l2i"},
+            "meta": {
+                "id": "meta",
+                "type": "metadata_accumulator",
+                "generation_mode": "txt2img",
+                "positive_prompt": request.prompt,
+                "negative_prompt": request.negative,
+                "seed": seed,
+                **size,
+                **sampling,
+                "model": model,
+            },
+        },
+        "edges": [
+            _edge("model", "clip", "pos", "clip"),
+            _edge("model", "clip", "neg", "clip"),
+            _edge("model", "unet", "denoise", "unet"),
+            _edge("pos", "conditioning", "denoise", "positive_conditioning"),
+            _edge("neg", "conditioning", "denoise", "negative_conditioning"),
+            _edge("noise", "noise", "denoise", "noise"),
+            _edge("denoise", "latents", "decode", "latents"),
+            _edge("model", "vae", "decode", "vae"),
+            _edge("meta", "metadata", "decode", "metadata"),
+        ],
+    }
+
+
+def _edge(source: str, source_field: str, destination: str, destination_field: str) -> dict[str, Any]:
+    return {
+        "source": {"node_id": source, "field": source_field},
+        "destination": {"node_id": destination, "field": destination_field},
+    }
+
+
+def websocket_url(server: str, token: str | None) -> str:
+    parts = urlsplit(server)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    query = f"token={quote(token, safe='')}" if token else ""
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws", query, ""))
+
+
+@dataclass
+class Job:
+    """One image: its session on the server and what we know of it so far."""
+
+    index: int
+    seed: int
+    session_id: str
+    status: str = "queued"
+    image_name: str | None = None
+    error: str | None = None
+    bar: Any = None
+
+
+@dataclass
+class Run:
+    request: Request
+    jobs: dict[str, Job] = field(default_factory=dict)
+    last_seq: int = 0
+    saved: list[Path] = field(default_factory=list)
+
+    @property
+    def unfinished(self) -> list[str]:
+        return [job.session_id for job in self.jobs.values() if job.status not in FINISHED]
+
+
+class Client:
+    """The REST calls we make, each turning a failure into one actionable line."""
+
+    def __init__(self, server: str, token: str | None) -> None:
+        self.server = server.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.AsyncClient(base_url=self.server, headers=headers, timeout=httpx.Timeout(30.0))
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self.http.request(method, "/api/v1" + path, **kwargs)
+        except httpx.ConnectError:
+            raise GenerateError(
+                f"cannot reach the server at {self.server}: is `imagegraph serve` running there?"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise GenerateError(f"request to {self.server} failed: {exc}") from None
+        if response.status_code == 401:
+            raise GenerateError(f"{_detail(response)} (pass --token or set IMAGEGRAPH_TOKEN)")
+        if response.status_code >= 400:
+            raise GenerateError(f"{method} {path} failed ({response.status_code}): {_detail(response)}")
+        return response
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200] or response.reason_phrase
+    detail = str(body.get("detail", body)) if isinstance(body, dict) else str(body)
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if errors:
+        detail += "; " + "; ".join(f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg')}" for e in errors)
+    return detail
+
+
+async def pick_model(client: Client, wanted: str | None) -> dict[str, str]:
+    """`wanted` is a model name or `base/type/name`; None takes the first main model the server lists."""
+    listing = (await client.call("GET", "/models/", params={"model_type": "main"})).json()["models"]
+    identifiers = [{k: m[k] for k in ("model_name", "base_model", "model_type")} for m in listing]
+    if wanted is None:
+        if not identifiers:
+            raise GenerateError(
+                "the server has no main model: drop one into <root>/autoimport/main "
+                "(`imagegraph make-tiny-model` writes a small demo model)"
+            )
+        return identifiers[0]
+    for model in identifiers:
+        if wanted in (model["model_name"], f"{model['base_model']}/{model['model_type']}/{model['model_name']}"):
+            return model
+    available = ", ".join(m["model_name"] for m in identifiers) or "none"
+    raise GenerateError(f"the server has no main model named {wanted!r} (available: {available})")
+
+
+async def generate(request: Request, run: Run, make_bar: Callable[..., Any], say: Callable[[str], None]) -> None:
+    """Create, watch and download every image of `request`; fills `run` as it goes so the caller can cancel
+    what is left if we are interrupted."""
+    client = Client(request.server, request.token)
+    try:
+        model = await pick_model(client, request.model)
+        first_seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
+        request.out.mkdir(parents=True, exist_ok=True)
+        graphs = [txt2img_graph(request, model, (first_seed + i) % (MAX_SEED + 1)) for i in range(request.count)]
+        for index, graph in enumerate(graphs):
+            session = (await client.call("POST", "/sessions/", json=graph)).json()
+            job = Job(index=index, seed=graph["nodes"]["noise"]["seed"], session_id=session["id"])
+            run.jobs[job.session_id] = job
+        await _watch(client, request, run, make_bar, say)
+    finally:
+        await client.close()
+
+
+async def _watch(client: Client, request: Request, run: Run, make_bar: Callable[..., Any], say) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    url = websocket_url(request.server, request.token)
+    decoder = msgspec.json.Decoder()
+    invoked = False
+    failures = 0
+    while run.unfinished:
+        try:
+            async with connect(url, compression=None, max_size=None, open_timeout=10) as ws:
+                subscribe: dict[str, Any] = {"type": "subscribe", "sessions": list(run.jobs)}
+                if invoked:
+                    subscribe["since"] = run.last_seq
+                await ws.send(msgspec.json.encode(subscribe).decode())
+                # Messages are handled in order: the pong means the subscription is in place.
+                await ws.send('{"type": "ping"}')
+                if not invoked:
+                    run.last_seq = max(run.last_seq, await _until_pong(ws, decoder))
+                    for session_id in run.jobs:
+                        await client.call("PUT", f"/sessions/{session_id}/invoke")
+                    invoked = True
+                async for frame in ws:
+                    event = decoder.decode(frame)
+                    failures = 0
+                    if event.get("type") == "resync_required":
+                        await _resync_from_rest(client, run, say)
+                    else:
+                        await _handle(event, client, run, make_bar, say)
+                    if not run.unfinished:
+                        return
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            raise GenerateError(f"the server refused the WebSocket ({status}): check --token and --server") from None
+        except (OSError, ConnectionClosed, TimeoutError) as exc:
+            failures += 1
+            if failures > RECONNECTS:
+                raise GenerateError(f"lost the connection to {request.server}: {exc}") from None
+            await asyncio.sleep(0.2 * 2**failures)
+
+
+async def _until_pong(ws, decoder: msgspec.json.Decoder) -> int:
+    """Wait for the pong; its seq is the point our subscription is in step with."""
+    while (message := decoder.decode(await ws.recv())).get("type") != "pong":
+        pass
+    return message.get("seq", 0)
+
+
+async def _handle(event: dict[str, Any], client: Client, run: Run, make_bar, say) -> None:
+    """Apply one event of our sessions to its job."""
+    # A pong's seq counts too: every event we cover up to it was queued to us before it.
+    run.last_seq = max(run.last_seq, event.get("seq", 0))
+    job = run.jobs.get(event.get("session_id", ""))
+    if job is None:
+        return
+    kind = event["type"]
+    if kind == "generator_progress":
+        if job.bar is None:
+            job.bar = make_bar(job, event["total_steps"])
+        job.bar.total = event["total_steps"]
+        job.bar.n = event["step"]
+        job.bar.refresh()
+    elif kind == "invocation_complete" and event.get("source_node_id") == "decode":
+        job.image_name = event["result"]["image"]["image_name"]
+    elif kind == "invocation_error":
+        job.error = f"{event['source_node_id']}: {event['error']}"
+    elif kind == "session_complete":
+        job.status = event["status"]
+        await _finish(job, client, run, say)
+
+
+async def _resync_from_rest(client: Client, run: Run, say: Callable[[str], None]) -> None:
+    """Events were lost (we were away too long, or the server restarted): follow the sessions over REST."""
+    for job in list(run.jobs.values()):
+        if job.status in FINISHED:
+            continue
+        while job.status not in FINISHED:
+            session = (await client.call("GET", f"/sessions/{job.session_id}")).json()
+            if session["status"] in FINISHED:
+                job.status = session["status"]
+                decoded = session["results"].get("decode") or {}
+                job.image_name = (decoded.get("image") or {}).get("image_name")
+                job.error = "; ".join(f"{node}: {message}" for node, message in session["errors"].items()) or None
+            else:
+                await asyncio.sleep(0.5)
+        await _finish(job, client, run, say)
+
+
+async def _finish(job: Job, client: Client, run: Run, say: Callable[[str], None]) -> None:
+    if job.bar is not None:
+        job.bar.close()
+    if job.status != "completed":
+        reason = f": {job.error}" if job.error else ""
+        raise GenerateError(f"image {job.index + 1} (session {job.session_id}) {job.status}{reason}")
+    if job.image_name is None:
+        raise GenerateError(f"session {job.session_id} completed without an image")
+    response = await client.call("GET", f"/images/{quote(job.image_name)}/full")
+    # The name comes from the server: use it as a file name only if it is a plain one.
+    plain = SAFE_NAME.fullmatch(job.image_name) is not None
+    path = run.request.out / (job.image_name if plain else f"{job.session_id}.png")
+    _write_atomically(path, response.content)
+    run.saved.append(path)
+    say(str(path))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.part")
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def cancel_sessions(server: str, token: str | None, session_ids: list[str]) -> int:
+    """Ask the server to cancel each session (after Ctrl-C, outside the event loop); returns how many it took."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    canceled = 0
+    with httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=10.0) as http:
+        for session_id in session_ids:
+            try:
+                response = http.delete(f"/api/v1/sessions/{session_id}/invoke")
+            except httpx.HTTPError:
+                continue
+            canceled += response.status_code == 202
+    return canceled
+
+
+def main(request: Request, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+    from tqdm import tqdm
+
+    run = Run(request)
+
+    def make_bar(job: Job, total: int) -> Any:
+        label = f"image {job.index + 1}/{request.count} (seed {job.seed})"
+        return tqdm(total=total, desc=label, unit="step", file=stderr, leave=True, dynamic_ncols=True)
+
+    def say(line: str) -> None:
+        print(line, file=stdout, flush=True)
+
+    try:
+        asyncio.run(generate(request, run, make_bar, say))
+    except GenerateError as exc:
+        _close_bars(run)
+        print(f"imagegraph: {exc}", file=stderr)
+        # The images still queued would run for nobody: take them off the server's queue.
+        if run.unfinished:
+            cancel_sessions(request.server, request.token, run.unfinished)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _close_bars(run)
+        left = run.unfinished
+        canceled = cancel_sessions(request.server, request.token, left) if left else 0
+        print(f"imagegraph: interrupted; canceled {canceled} session(s) on the server", file=stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _close_bars(run: Run) -> None:
+    for job in run.jobs.values():
+        if job.bar is not None:
+            job.bar.close()
