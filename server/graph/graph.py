@@ -69,7 +69,8 @@ class _Validator:
         # (destination node, field) -> edges into it, by index
         self.incoming: dict[tuple[str, str], list[tuple[int, Edge]]] = {}
         self.edges: list[tuple[int, Edge]] = []
-        # (node, field) already reported for a value where an edge belongs; not reported again as missing
+        # (node, field) whose problem is reported elsewhere (a value where an edge belongs, a broken edge into
+        # it): not reported again as missing
         self.refused: set[tuple[str, str]] = set()
 
     def fail(self, loc: Loc, msg: str) -> None:
@@ -127,6 +128,8 @@ class _Validator:
                 values[name] = msgspec.convert(value, field.annotation)
             except msgspec.ValidationError as exc:
                 reason, path = _split_error(exc)
+                if field.choices and not path:
+                    reason = f"must be one of {', '.join(map(repr, field.choices))}, not {value!r}"
                 self.fail((*loc, name, *path), f"`{node_id}.{name}`: {reason}")
         self.values[node_id] = values
 
@@ -138,6 +141,8 @@ class _Validator:
             reason, path = _split_error(exc)
             self.fail((*loc, *path), f"edge {index}: {reason}")
             return
+        # An edge with a problem still counts as wiring its destination: "missing input" would only repeat it.
+        self.refused.add((edge.destination.node_id, edge.destination.field))
         ok = True
         for end, name in ((edge.source, "source"), (edge.destination, "destination")):
             if end.node_id not in self.data.nodes:

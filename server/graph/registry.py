@@ -31,7 +31,7 @@ class InputSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     type: str
     required: bool
     # any: a value or an edge; connection: only an edge; direct: only a value.
-    input: InputKind = "any"
+    input: InputKind
     default: Any = None
     minimum: float | None = None
     maximum: float | None = None
@@ -70,6 +70,7 @@ class FieldInfo(msgspec.Struct, kw_only=True):
     required: bool
     input: InputKind
     nullable: bool
+    choices: tuple[Any, ...] | None = None
 
 
 def type_name(t: mi.Type) -> str:
@@ -136,6 +137,7 @@ def input_fields(cls: type[Node]) -> dict[str, FieldInfo]:
             required=field.required or bool(extra.get("required")),
             input=extra.get("input", "any"),
             nullable=nullable,
+            choices=_choices(hints[field.name]),
         )
     return fields
 
@@ -160,9 +162,22 @@ def _constraints(t: mi.Type) -> dict[str, Any]:
         if isinstance(t, mi.IntType) and t.multiple_of is not None:
             found["multiple_of"] = t.multiple_of
         return found
-    if isinstance(t, mi.LiteralType):
-        return {"choices": list(t.values)}
+    if isinstance(t, mi.Metadata):
+        return _constraints(t.type)
     return {}
+
+
+def _choices(annotation: Any) -> tuple[Any, ...] | None:
+    """A Literal's values in declaration order (msgspec's own type info sorts them)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _choices(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    for member in typing.get_args(annotation):
+        found = _choices(member)
+        if found:
+            return found
+    return None
 
 
 def node_spec(cls: type[Node]) -> NodeSpec:
@@ -180,6 +195,7 @@ def node_spec(cls: type[Node]) -> NodeSpec:
                 default=None if default is msgspec.NODEFAULT else msgspec.to_builtins(default),
                 nullable=field.nullable,
                 description=schema.get("description"),
+                choices=list(field.choices) if field.choices else None,
                 **_constraints(inner),
             )
         )

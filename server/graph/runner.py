@@ -24,6 +24,7 @@ from server.graph.graph import Edge, topological_order
 from server.graph.nodes import Node, Output
 from server.graph.nodes.base import node_type
 from server.graph.nodes.primitives import MAX_ITEMS, CollectionOutput, CollectNode, IterateNode, IterateOutput
+from server.graph.registry import input_fields
 from server.graph.session import Session
 from server.models.loader import ModelLoadError
 from server.ws.events import InvocationComplete, InvocationError, InvocationStarted
@@ -206,14 +207,18 @@ class SessionRun:
 
     def _resolve(self, node: Node, inputs: dict[str, Any]) -> Node:
         """The node with its wired inputs filled in, checked against its declared types and limits."""
-        if not inputs:
-            return node
-        values = msgspec.to_builtins(node)
-        values.update(msgspec.to_builtins(inputs))
-        try:
-            return msgspec.convert(values, type(node))
-        except msgspec.ValidationError as exc:
-            raise NodeError(f"`{node.id}` got a value it cannot take from an edge: {exc}") from None
+        resolved = node
+        if inputs:
+            values = msgspec.to_builtins(node)
+            values.update(msgspec.to_builtins(inputs))
+            try:
+                resolved = msgspec.convert(values, type(node))
+            except msgspec.ValidationError as exc:
+                raise NodeError(f"`{node.id}` got a value it cannot take from an edge: {exc}") from None
+        for name, field in input_fields(type(node)).items():
+            if field.required and getattr(resolved, name) is None:
+                raise NodeError(f"`{node.id}.{name}` has no value: an edge into it gave none")
+        return resolved
 
     def _graph_json_once(self) -> str:
         if self._graph_json is None:

@@ -100,9 +100,12 @@ class ModelLoader:
         if self.models is None:
             raise ModelLoadError("the model manager is not running")
         try:
-            return self.models.get(model.base_model, model.model_type, model.model_name)
+            config = self.models.get(model.base_model, model.model_type, model.model_name)
         except KeyError:
             raise ModelLoadError(f"model {model.key} is not registered; see GET /api/v1/models/") from None
+        if getattr(config, "error", None):
+            raise ModelLoadError(f"model {model.key} cannot be used: {config.error}")
+        return config
 
     def _absolute_path(self, config: Any) -> Path:
         path = Path(self.models.absolute_path(config))

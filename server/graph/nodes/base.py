@@ -19,6 +19,9 @@ WIRE = msgspec.Meta(extra={"input": "connection"}, extra_json_schema={"x-input":
 WIRE_REQUIRED = msgspec.Meta(
     extra={"input": "connection", "required": True}, extra_json_schema={"x-input": "connection", "x-required": True}
 )
+# A value or an edge must supply this input. (Declared with a None default rather than none at all, so that a
+# node whose required input is wired can still be built from the values given in the graph.)
+REQUIRED = msgspec.Meta(extra={"required": True}, extra_json_schema={"x-required": True})
 # Only a value in the graph can set this input: no edge may point at it.
 DIRECT = msgspec.Meta(extra={"input": "direct"}, extra_json_schema={"x-input": "direct"})
 

@@ -9,7 +9,7 @@ import msgspec
 
 from server.graph.context import InvocationContext
 from server.graph.fields import BoardField, ImageField
-from server.graph.nodes.base import Node
+from server.graph.nodes.base import REQUIRED, Node
 from server.graph.nodes.latents import ImageOutput
 
 Size = Annotated[int, msgspec.Meta(ge=1, le=16384)]
@@ -20,7 +20,7 @@ _RESAMPLE = {"nearest": 0, "box": 4, "bilinear": 2, "hamming": 5, "bicubic": 3, 
 class ImageNode(Node, tag="image", kw_only=True):
     """An image already in the gallery, by name."""
 
-    image: ImageField
+    image: Annotated[ImageField | None, REQUIRED] = None
     output = ImageOutput
     cacheable = False  # the image may be deleted between runs
     category = "image"
@@ -47,7 +47,7 @@ class _ImageOperation(Node, kw_only=True):
 class ImageResizeNode(_ImageOperation, tag="img_resize", kw_only=True):
     """Resize to exactly `width`×`height`."""
 
-    image: ImageField
+    image: Annotated[ImageField | None, REQUIRED] = None
     width: Size = 512
     height: Size = 512
     resample_mode: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "bicubic"
@@ -60,7 +60,7 @@ class ImageResizeNode(_ImageOperation, tag="img_resize", kw_only=True):
 class ImageCropNode(_ImageOperation, tag="img_crop", kw_only=True):
     """Cut out `width`×`height` at (`x`, `y`); parts outside the image are transparent."""
 
-    image: ImageField
+    image: Annotated[ImageField | None, REQUIRED] = None
     x: Offset = 0
     y: Offset = 0
     width: Size = 512
@@ -78,8 +78,8 @@ class ImageCropNode(_ImageOperation, tag="img_crop", kw_only=True):
 class ImagePasteNode(_ImageOperation, tag="img_paste", kw_only=True):
     """Paste `image` onto `base_image` at (`x`, `y`), through `mask` when one is given."""
 
-    base_image: ImageField
-    image: ImageField
+    base_image: Annotated[ImageField | None, REQUIRED] = None
+    image: Annotated[ImageField | None, REQUIRED] = None
     mask: ImageField | None = None
     x: Offset = 0
     y: Offset = 0
@@ -96,7 +96,7 @@ class ImagePasteNode(_ImageOperation, tag="img_paste", kw_only=True):
 class ImageBlurNode(_ImageOperation, tag="img_blur", kw_only=True):
     """Blur by `radius` pixels."""
 
-    image: ImageField
+    image: Annotated[ImageField | None, REQUIRED] = None
     radius: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 8.0
     blur_type: Literal["gaussian", "box"] = "gaussian"
 
@@ -111,7 +111,7 @@ class ImageBlurNode(_ImageOperation, tag="img_blur", kw_only=True):
 class ImageConvertNode(_ImageOperation, tag="img_conv", kw_only=True):
     """Convert to another colour mode (the PNG-storable ones)."""
 
-    image: ImageField
+    image: Annotated[ImageField | None, REQUIRED] = None
     mode: Literal["L", "LA", "RGB", "RGBA", "1"] = "L"
 
     def invoke(self, ctx: InvocationContext) -> ImageOutput:

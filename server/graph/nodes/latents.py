@@ -18,7 +18,7 @@ from server.graph.fields import (
     UNetField,
     VaeField,
 )
-from server.graph.nodes.base import SEED_MAX, WIRE, WIRE_REQUIRED, Node, Output
+from server.graph.nodes.base import REQUIRED, SEED_MAX, WIRE, WIRE_REQUIRED, Node, Output
 from server.graph.schedulers import SCHEDULER_NAMES, make_scheduler
 
 Scheduler = Literal["ddim", "ddpm", "euler", "euler_a", "heun", "lms", "pndm", "dpmpp_2m", "dpmpp_2m_k", "unipc"]
@@ -147,7 +147,7 @@ class LatentsToImageNode(Node, tag="l2i", kw_only=True):
 class ImageToLatentsNode(Node, tag="i2l", kw_only=True):
     """Encode an image with the VAE (its mean, so the same image always gives the same latents)."""
 
-    image: ImageField
+    image: Annotated[ImageField | None, REQUIRED] = None
     vae: Annotated[VaeField | None, WIRE_REQUIRED] = None
     output = LatentsOutput
     category = "latents"

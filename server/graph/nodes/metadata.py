@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from server.graph.context import InvocationContext
 from server.graph.fields import CoreMetadata, LoraMetadata
-from server.graph.nodes.base import Node, Output
+from server.graph.nodes.base import REQUIRED, Node, Output
 from server.models.schema import ModelIdentifier
 
 
@@ -17,7 +17,7 @@ class MetadataOutput(Output, tag="metadata_accumulator_output"):
 class MetadataAccumulatorNode(Node, tag="metadata_accumulator", kw_only=True):
     """Every CoreMetadata field as an input; wire `metadata` into `l2i` to embed it."""
 
-    generation_mode: str
+    generation_mode: Annotated[str | None, REQUIRED] = None
     positive_prompt: str | None = None
     negative_prompt: str | None = None
     width: int | None = None

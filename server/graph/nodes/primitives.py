@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import msgspec
 
 from server.graph.context import InvocationContext, NodeError
-from server.graph.nodes.base import WIRE_REQUIRED, Node, Output
+from server.graph.nodes.base import REQUIRED, WIRE_REQUIRED, Node, Output
 
 
 class IntegerOutput(Output, tag="integer_output"):
@@ -120,7 +120,7 @@ MAX_ITEMS = 10_000
 class IterateNode(Node, tag="iterate", kw_only=True):
     """Runs everything downstream of `item` once per element of `collection`."""
 
-    collection: Annotated[list[Any], msgspec.Meta(description="the items; each gives one execution downstream")]
+    collection: Annotated[list[Any] | None, REQUIRED, msgspec.Meta(description="the items; each one execution")] = None
     output = IterateOutput
     cacheable = False  # structural: the executor expands it, it never runs on the worker
 

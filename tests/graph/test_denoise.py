@@ -1,0 +1,160 @@
+"""The denoise loop and the VAE functions give what diffusers' own pipelines give, pixel for pixel, for the
+same components, seed, scheduler and steps (the benchmark compares speed on that basis)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from compel import Compel
+from diffusers import StableDiffusionPipeline
+
+from server.graph.denoise import decode_latents, denoise, encode_image, make_noise
+from server.graph.schedulers import SCHEDULER_NAMES, make_scheduler
+
+PROMPT = "a lighthouse at dusk"
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_files):
+    pipe = StableDiffusionPipeline.from_pretrained(
+        tiny_model_files["diffusers"], local_files_only=True, safety_checker=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def embeddings(pipe):
+    compel = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder)
+    with torch.inference_mode():
+        return compel(PROMPT), compel("")
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def ours(pipe, embeddings, scheduler: str, seed: int, size: int = 64, steps: int = 4, cfg: float = 7.5):
+    positive, negative = embeddings
+    latents = denoise(
+        unet=pipe.unet,
+        scheduler=make_scheduler(scheduler, pipe.scheduler.config),
+        positive=positive,
+        negative=negative,
+        noise=make_noise(seed, size, size),
+        init_latents=None,
+        steps=steps,
+        cfg_scale=cfg,
+        strength=1.0,
+        seed=seed,
+    )
+    return decode_latents(pipe.vae, latents)
+
+
+def theirs(pipe, scheduler: str, seed: int, size: int = 64, steps: int = 4, cfg: float = 7.5):
+    original = pipe.scheduler
+    pipe.scheduler = make_scheduler(scheduler, original.config)
+    try:
+        return pipe(
+            PROMPT,
+            negative_prompt="",
+            num_inference_steps=steps,
+            guidance_scale=cfg,
+            height=size,
+            width=size,
+            generator=torch.Generator("cpu").manual_seed(seed),
+        ).images[0]
+    finally:
+        pipe.scheduler = original
+
+
+def test_unweighted_compel_prompt_is_the_pipelines_embedding(pipe, embeddings):
+    positive, negative = embeddings
+    expected_positive, expected_negative = pipe.encode_prompt(PROMPT, "cpu", 1, True, "")
+    assert torch.equal(positive, expected_positive)
+    assert torch.equal(negative, expected_negative)
+
+
+def test_prompt_weighting_changes_the_embedding(pipe, embeddings):
+    compel = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder)
+    with torch.inference_mode():
+        weighted = compel("a lighthouse++ at (dusk)1.3")
+    assert weighted.shape == embeddings[0].shape
+    assert not torch.equal(weighted, embeddings[0])
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+def test_same_pixels_as_stable_diffusion_pipeline(pipe, embeddings, scheduler):
+    expected = pixels(theirs(pipe, scheduler, seed=42))
+    got = pixels(ours(pipe, embeddings, scheduler, seed=42))
+    assert got.shape == (64, 64, 3)
+    assert np.array_equal(got, expected), f"{scheduler}: max difference {np.abs(got - expected).max()}"
+
+
+def test_cfg_at_most_one_skips_guidance_like_the_pipeline(pipe, embeddings):
+    assert np.array_equal(
+        pixels(ours(pipe, embeddings, "euler", 7, cfg=1.0)), pixels(theirs(pipe, "euler", 7, cfg=1.0))
+    )
+
+
+def test_seed_decides_the_image(pipe, embeddings):
+    first = pixels(ours(pipe, embeddings, "euler", seed=1))
+    again = pixels(ours(pipe, embeddings, "euler", seed=1))
+    other = pixels(ours(pipe, embeddings, "euler", seed=2))
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_img2img_strength_zero_returns_the_input_latents(pipe, embeddings):
+    image = ours(pipe, embeddings, "euler", seed=3)
+    init = encode_image(pipe.vae, image)
+    positive, negative = embeddings
+    common = dict(unet=pipe.unet, positive=positive, negative=negative, noise=make_noise(9, 64, 64), steps=4)
+    kept = denoise(
+        **common,
+        scheduler=make_scheduler("euler", pipe.scheduler.config),
+        init_latents=init,
+        cfg_scale=7.5,
+        strength=0.0,
+        seed=9,
+    )
+    assert torch.equal(kept, init)
+    changed = denoise(
+        **common,
+        scheduler=make_scheduler("euler", pipe.scheduler.config),
+        init_latents=init,
+        cfg_scale=7.5,
+        strength=0.5,
+        seed=9,
+    )
+    assert changed.shape == init.shape and not torch.equal(changed, init)
+
+
+def test_progress_and_stop_between_steps(pipe, embeddings):
+    positive, negative = embeddings
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def before():
+        if len(seen) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        denoise(
+            unet=pipe.unet,
+            scheduler=make_scheduler("euler", pipe.scheduler.config),
+            positive=positive,
+            negative=negative,
+            noise=make_noise(0, 64, 64),
+            init_latents=None,
+            steps=6,
+            cfg_scale=7.5,
+            strength=1.0,
+            seed=0,
+            before_step=before,
+            after_step=lambda step, total, latents: seen.append((step, total, tuple(latents.shape))),
+        )
+    assert seen == [(1, 6, (1, 4, 8, 8)), (2, 6, (1, 4, 8, 8))]
