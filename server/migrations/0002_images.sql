@@ -29,6 +29,9 @@ CREATE INDEX images_gallery ON images (is_intermediate, image_category, created_
 CREATE INDEX images_category ON images (image_category, created_at);
 CREATE INDEX images_board ON images (board_id, created_at);
 CREATE INDEX images_starred ON images (starred, created_at);
+-- `total` of a filtered list: a covering index with every filter column, so count(*) reads index entries only
+-- (records.py names it with INDEXED BY and turns absent filters into IN lists, so every column is a seek).
+CREATE INDEX images_filters ON images (is_intermediate, image_category, board_id, starred);
 
 -- Raw JSON strings kept beside the record, out of the list queries' way: `metadata` is CoreMetadata (or the
 -- parsed metadata of a foreign tool), `graph` is kept only for images that have no session to read it from.
