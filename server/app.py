@@ -24,6 +24,7 @@ from server.graph.session import SessionStore
 from server.http import app as app_routes
 from server.http import boards as board_routes
 from server.http import images as image_routes
+from server.http import models as model_routes
 from server.http import nodes as node_routes
 from server.http import queue as queue_routes
 from server.http import sessions as session_routes
@@ -32,6 +33,7 @@ from server.http.io import json_response
 from server.http.openapi import build_openapi
 from server.http.security import SecurityMiddleware
 from server.images.service import ImageService
+from server.models.manager import ModelManager
 from server.services import Services
 from server.ws.endpoint import websocket_endpoint
 from server.ws.events import ClientRequest, ServerEvent
@@ -50,6 +52,7 @@ def api_routes() -> list[BaseRoute]:
         *app_routes.routes,
         *image_routes.routes,
         *board_routes.routes,
+        *model_routes.routes,
         *session_routes.routes,
         *node_routes.routes,
         *queue_routes.routes,
@@ -89,6 +92,10 @@ def build_app(settings: Settings) -> Starlette:
         svc.images = ImageService(settings, db, hub)
         await svc.images.start()
         stack.push_async_callback(svc.images.stop)
+        # Reads models.yaml and starts the watcher; the first sync runs in the background.
+        svc.models = ModelManager(settings, hub)
+        await svc.models.start()
+        stack.push_async_callback(svc.models.stop)
         # The executor starts last (it runs queued sessions, which need every other service) and stops first.
         svc.sessions = SessionStore(db)
         svc.executor = Executor(settings, hub, svc.sessions, svc.images, svc.models)

@@ -13,6 +13,7 @@ from server.ws.hub import EventHub
 
 if TYPE_CHECKING:
     from server.images.service import ImageService
+    from server.models.manager import ModelManager
 
 
 @dataclass
@@ -21,7 +22,7 @@ class Services:
     db: Database
     events: EventHub
     images: ImageService = None  # type: ignore[assignment]
-    models: Any = None
+    models: ModelManager = None  # type: ignore[assignment]
     executor: Any = None
     sessions: Any = None
 

@@ -252,8 +252,7 @@ class Registry:
         for key, config in self.entries.items():
             if key in self.ephemeral:
                 continue
-            row = msgspec.to_builtins(_stored_fields(config))
-            rows[key] = {**self._extras.get(key, {}), **row}
+            rows[key] = {**self._extras.get(key, {}), **_row(config)}
         rows.update(self._invalid)
         for key in sorted(rows):
             document[key] = rows[key]
@@ -273,6 +272,21 @@ def _stored_fields(config: ModelConfig) -> YamlEntry:
         config=config.config,
         vae=config.vae,
     )
+
+
+def _row(config: ModelConfig) -> dict[str, Any]:
+    """An entry as written: the contract's fields, the optional ones only when set."""
+    row: dict[str, Any] = {
+        "path": config.path,
+        "description": config.description,
+        "format": config.model_format,
+        "variant": config.variant,
+    }
+    for name in ("prediction_type", "config", "vae"):
+        value = getattr(config, name)
+        if value is not None:
+            row[name] = value
+    return row
 
 
 def _reason(exc: msgspec.ValidationError) -> str:
