@@ -1,9 +1,21 @@
-"""Graph builders shared by the graph tests: the contract's standard text-to-image graph and edges."""
+"""Shared by the graph tests: the contract's standard text-to-image graph, an app with the tiny model
+registered, and a recorder of the events it emits."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from server.app import build_app
+from server.config import Settings
+from server.ws.events import Event, SessionComplete
+from tests.conftest import BASE_URL
 
 MODEL = {"model_name": "tiny", "base_model": "sd-1", "model_type": "main"}
 
@@ -69,3 +81,74 @@ def t2i_graph(
         }
         edges.append(edge("meta", "metadata", "decode", "metadata"))
     return {"id": "t2i", "nodes": nodes, "edges": edges}
+
+
+WAIT = 120.0
+
+
+class Recorder:
+    """Every event the hub publishes, in order, with waiting for one to arrive."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._condition = threading.Condition()
+
+    def __call__(self, event: Event) -> None:
+        with self._condition:
+            self.events.append(event)
+            self._condition.notify_all()
+
+    def wait_for(self, predicate: Callable[[Event], bool], timeout: float = WAIT) -> Event:
+        with self._condition:
+            found: list[Event] = []
+
+            def seen() -> bool:
+                found[:] = [event for event in self.events if predicate(event)]
+                return bool(found)
+
+            assert self._condition.wait_for(seen, timeout), "the expected event did not arrive"
+            return found[0]
+
+    def wait_finished(self, session_id: str) -> SessionComplete:
+        return self.wait_for(lambda e: isinstance(e, SessionComplete) and e.session_id == session_id)  # type: ignore[return-value]
+
+    def of(self, session_id: str, kind: type[Event] | None = None) -> list[Event]:
+        with self._condition:
+            return [
+                e
+                for e in self.events
+                if getattr(e, "session_id", None) == session_id and (kind is None or isinstance(e, kind))
+            ]
+
+
+def register_tiny(client: TestClient, files: dict, fmt: str = "diffusers") -> None:
+    """Register the tiny model (named `tiny`) where the session fixture wrote it; nothing writes to it."""
+    response = client.post("/api/v1/models/import", json={"location": str(files[fmt])})
+    assert response.status_code == 201, response.text
+    assert response.json()["model_name"] == "tiny"
+
+
+@contextlib.contextmanager
+def generation_app(settings: Settings, files: dict) -> Iterator[tuple[TestClient, Recorder]]:
+    """A client on an app with the tiny model registered, and the recorder of its events."""
+    with TestClient(build_app(settings), base_url=BASE_URL, raise_server_exceptions=False) as client:
+        register_tiny(client, files)
+        recorder = Recorder()
+        client.app.state.services.events.add_listener(recorder)
+        yield client, recorder
+
+
+@pytest.fixture
+def generation(settings: Settings, tiny_model_files) -> Iterator[tuple[TestClient, Recorder]]:
+    with generation_app(settings, tiny_model_files) as pair:
+        yield pair
+
+
+def run_graph(client: TestClient, recorder: Recorder, graph: dict[str, Any]) -> dict[str, Any]:
+    """POST, invoke, wait for session_complete; the finished session."""
+    created = client.post("/api/v1/sessions/", json=graph)
+    assert created.status_code == 201, created.text
+    session_id = created.json()["id"]
+    assert client.put(f"/api/v1/sessions/{session_id}/invoke").status_code == 202
+    recorder.wait_finished(session_id)
+    return client.get(f"/api/v1/sessions/{session_id}").json()
