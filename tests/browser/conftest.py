@@ -100,8 +100,13 @@ class ServerProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def api(self) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=60)
+        return api_client(self.url, self.token)
+
+
+def api_client(base_url: str, token: str | None = None) -> httpx.Client:
+    """An HTTP client on the server's /api/v1, for arranging what a test needs and checking what it did."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=f"{base_url}/api/v1", headers=headers, timeout=60)
 
 
 def make_root(root: Path, *, with_model: bool = True) -> Path:
@@ -129,17 +134,22 @@ def wait_for_model(api: httpx.Client, name: str, timeout: float = 60) -> dict:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server per test module, with the tiny model registered."""
+    """One server per test module; the tiny model waits in autoimport/main (see `tiny_model`)."""
     root = make_root(tmp_path_factory.mktemp("server") / "root")
     proc = ServerProcess(root=root, port=free_port())
     proc.start()
     try:
-        with proc.api() as api:
-            api.post("/models/sync")
-            wait_for_model(api, "tiny")
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(server: ServerProcess) -> dict:
+    """The tiny model, registered (by the watcher's start-up sync, or by this sync)."""
+    with server.api() as api:
+        api.post("/models/sync")
+        return wait_for_model(api, "tiny")
 
 
 @pytest.fixture(scope="module")
