@@ -6,18 +6,21 @@ The crash is real: a child process stores an image and dies with os._exit at the
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from starlette.testclient import TestClient
 
 from server.app import build_app
 from server.config import Settings
+from server.images.service import ReconcileReport
 from tests.conftest import BASE_URL
-from tests.images.conftest import png_bytes, service, upload
+from tests.images.conftest import call, png_bytes, service, upload
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -147,3 +150,38 @@ def test_records_without_files_are_removed_and_thumbnails_rebuilt(settings, tmp_
         assert client.get(f"/api/v1/images/{thumbless}/thumbnail").status_code == 200
     assert listing(settings.images_dir) == sorted([thumbless, intact])
     assert outside.read_text() == "keep me"
+
+
+def test_reconciliation_running_during_writes_removes_nothing_acknowledged(client, settings):
+    images = service(client)
+    assert images.reconciled.wait(30)
+
+    async def reconcile_between_file_and_record() -> list[str]:
+        # Holding the database writer stops each save after its files are on disk and before its record is
+        # committed: exactly the state a crash leaves behind, except that these writes are still running.
+        async with images.db.write():
+            saves = [asyncio.create_task(images.save(Image.new("RGB", (64, 64), "blue"))) for _ in range(6)]
+            # Polling the folder: the files are the event (a save has no hook between its steps).
+            while len(list(settings.thumbnails_dir.glob("[0-9a-f]*.webp"))) < 6:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            report = await images.reconcile()
+            assert report.files_removed == [] and report.strays_removed == []
+        return [dto.image_name for dto in await asyncio.gather(*saves)]
+
+    saved = call(client, reconcile_between_file_and_record)
+    for name in saved:
+        assert (settings.images_dir / name).is_file(), name
+        assert client.get(f"/api/v1/images/{name}/full").status_code == 200
+    assert client.get("/api/v1/images/").json()["total"] == 6
+    # Once committed, the same files are no orphans either.
+    report = call(client, images.reconcile)
+    assert report == ReconcileReport()
+
+
+def test_open_image_gives_a_decoded_copy(client, uploaded):
+    image = call(client, service(client).open_image, uploaded["image_name"])
+    assert image.size == (96, 64) and image.mode == "RGB"
+    with pytest.raises(LookupError):
+        call(client, service(client).open_image, "00000000-0000-4000-8000-000000000000.png")
+    with pytest.raises(LookupError):
+        call(client, service(client).open_image, "../../etc/passwd")
