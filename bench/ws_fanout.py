@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -127,9 +128,11 @@ def _emit_params(request) -> tuple[int, int, float]:
 # --- the clients ----------------------------------------------------------------------------------------------
 
 
-async def run_clients(port: int, clients: int, events: int, burst: int, pause_ms: float) -> tuple[list[float], float]:
+async def run_clients(
+    port: int, pid: int, clients: int, events: int, burst: int, pause_ms: float
+) -> tuple[list[float], float, float]:
     """Connect, subscribe, trigger `events` emits and wait for all of them at every client. Returns the
-    latencies (s) and the delivered events per second."""
+    latencies (s), the delivered events per second, and the server's CPU time per delivered event (s)."""
     from websockets.asyncio.client import connect
 
     url = f"ws://127.0.0.1:{port}/ws"
@@ -153,8 +156,10 @@ async def run_clients(port: int, clients: int, events: int, burst: int, pause_ms
 
         readers = [asyncio.create_task(read(i)) for i in range(clients)]
         trigger = f"http://127.0.0.1:{port}/bench/emit?n={events}&burst={burst}&pause_ms={pause_ms}"
+        cpu_before = cpu_seconds(pid)
         await asyncio.to_thread(urllib.request.urlopen, trigger)
         await asyncio.wait_for(asyncio.gather(*readers), timeout=600)
+        cpu = cpu_seconds(pid) - cpu_before
     finally:
         for connection in connections:
             await connection.close()
@@ -172,7 +177,13 @@ async def run_clients(port: int, clients: int, events: int, burst: int, pause_ms
             last_arrival = max(last_arrival, arrived)
             seqs.append(message["seq"])
         assert seqs == list(range(seqs[0], seqs[0] + events)), "events lost or out of order"
-    return latencies, clients * events / (last_arrival - first_emit)
+    return latencies, clients * events / (last_arrival - first_emit), cpu / (clients * events)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (immune to what else the machine is doing)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start(kind: str, port: int, root: str) -> subprocess.Popen:
@@ -190,14 +201,16 @@ def measure(kind: str, client_counts: list[int], root: str) -> dict[int, dict[st
         for clients in client_counts:
             # Paced: one event every `pause` ms, spaced so the deliveries of one fit well inside the gap.
             pause_ms = 2.0 if clients == 1 else 5.0 if clients <= 10 else 20.0
-            latencies, _ = asyncio.run(run_clients(port, clients, 300, 1, pause_ms))
+            latencies, _, paced_cpu = asyncio.run(run_clients(port, process.pid, clients, 300, 1, pause_ms))
             # Bursts: as fast as the server delivers.
             total = {1: 20_000, 10: 4_000}.get(clients, 1_000)
-            _, rate = asyncio.run(run_clients(port, clients, total, 100, 0.0))
+            _, rate, cpu = asyncio.run(run_clients(port, process.pid, clients, total, 100, 0.0))
             results[clients] = {
                 "p50_ms": median(latencies) * 1000,
                 "p99_ms": percentile(latencies, 99) * 1000,
                 "events_s": rate,
+                "cpu_us": cpu * 1e6,
+                "paced_cpu_us": paced_cpu * 1e6,
             }
     finally:
         process.terminate()
@@ -245,12 +258,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         ours = measure("imagegraph", args.clients, root)
         bare = measure("baseline", args.clients, root)
-    print("clients | imagegraph p50 / p99 ms | baseline p50 / p99 ms | imagegraph events/s | baseline events/s | ratio")
+    print(
+        "clients | imagegraph p50 / p99 ms | baseline p50 / p99 ms | imagegraph events/s | baseline events/s "
+        "| ratio | server CPU µs per delivered event, paced and burst: imagegraph / baseline"
+    )
     for clients in args.clients:
         o, b = ours[clients], bare[clients]
         print(
             f"{clients:7d} | {o['p50_ms']:8.2f} / {o['p99_ms']:6.2f}   | {b['p50_ms']:8.2f} / {b['p99_ms']:6.2f}   "
-            f"| {o['events_s']:19,.0f} | {b['events_s']:17,.0f} | {o['events_s'] / b['events_s']:.2f}x"
+            f"| {o['events_s']:19,.0f} | {b['events_s']:17,.0f} | {o['events_s'] / b['events_s']:.2f}x "
+            f"| {o['paced_cpu_us']:.1f}, {o['cpu_us']:.1f} / {b['paced_cpu_us']:.1f}, {b['cpu_us']:.1f}"
         )
     if 100 in ours:
         p99, ratio = ours[100]["p99_ms"], ours[100]["events_s"] / bare[100]["events_s"]

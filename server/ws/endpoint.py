@@ -12,6 +12,7 @@ import contextlib
 import logging
 
 import msgspec
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from server.services import services
@@ -31,14 +32,25 @@ INVALID_PAYLOAD = 1007
 _decoder = msgspec.json.Decoder(ClientRequest)
 
 
-async def websocket_endpoint(websocket: WebSocket) -> None:
+class WebSocketEndpoint:
+    """A plain ASGI app rather than a Starlette `websocket_session` function, so the pump sends through the bare
+    ASGI `send`: frames are the hot path, and each wrapper layer costs about as much as the hub's work per frame."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _serve(WebSocket(scope, receive, send), send)
+
+
+websocket_endpoint = WebSocketEndpoint()
+
+
+async def _serve(websocket: WebSocket, send: Send) -> None:
     hub = services(websocket).events
     await websocket.accept()
     subscriber = hub.connect()
     started = asyncio.Event()
     grace = asyncio.get_running_loop().call_later(FIRST_MESSAGE_GRACE_S, started.set)
     tasks = (
-        asyncio.create_task(_pump(websocket, subscriber, started)),
+        asyncio.create_task(_pump(send, subscriber, started)),
         asyncio.create_task(_read(websocket, hub, subscriber, started)),
         asyncio.create_task(subscriber.closed.wait()),
     )
@@ -57,14 +69,12 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             )
 
 
-async def _pump(websocket: WebSocket, subscriber: Subscriber, started: asyncio.Event) -> None:
+async def _pump(send: Send, subscriber: Subscriber, started: asyncio.Event) -> None:
     await started.wait()
-    send = websocket.send
     while True:
         frame = subscriber.next_frame()
         if frame is None:
-            subscriber.ready.clear()
-            await subscriber.ready.wait()
+            await subscriber.wait()
             continue
         await send({"type": "websocket.send", "text": frame})
 

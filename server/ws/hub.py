@@ -60,8 +60,9 @@ class Subscriber:
         self.sessions: dict[str, int] = {}
         self.close_code: int | None = None
         self.close_reason = ""
-        self.ready = asyncio.Event()  # set while frames are waiting
         self.closed = asyncio.Event()  # set when the hub gives up on this client
+        # The sender's wake-up: a bare future is the cheapest thing to await, and there is one waiter at most.
+        self._waiter: asyncio.Future[None] | None = None
         self._replay: deque[tuple[int, str]] = deque()
         # Insertion order is seq order: live frames arrive in seq order, and a coalesced progress frame is
         # removed from its old place and appended with its newer seq.
@@ -101,9 +102,22 @@ class Subscriber:
         self._pending[slot] = (seq, frame, progress_key)
         if progress_key is not None:
             self._progress[progress_key] = slot
-        if not self.ready.is_set():
-            self.ready.set()
+        self._wake()
         return True
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once a frame is waiting (at once if one already is)."""
+        if self._pending or self._replay:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
 
     def add_replay(self, frames: list[tuple[int, str]]) -> None:
         if not frames:
@@ -111,7 +125,7 @@ class Subscriber:
         if self._replay:
             frames = list(heapq.merge(self._replay, frames))
         self._replay = deque(frames)
-        self.ready.set()
+        self._wake()
 
     def next_frame(self) -> str | None:
         """The waiting frame with the lowest seq (replay and live merged), or None."""
@@ -140,6 +154,7 @@ class Subscriber:
         self._progress.clear()
         self._replay.clear()
         self.closed.set()
+        self._wake()
 
 
 class EventHub:
