@@ -175,6 +175,11 @@ class Executor:
             finally:
                 self._running = None
                 self._run = None
+            # Announced once stored and off the queue: whoever hears it finds the final state everywhere.
+            if session.status == "canceled":
+                self.events.emit(SessionCanceled(session_id=session.id))
+            if session.status in FINISHED:
+                self.events.emit(SessionComplete(session_id=session.id, status=session.status))
             self._queue_changed()
 
     async def _execute(self, session: Session, services: RunServices) -> None:
@@ -197,10 +202,6 @@ class Executor:
             session.status = "failed"
             session.errors[run.current or session.id] = f"{type(exc).__name__}: {exc}"
         await self._final_save(session)
-        if session.status == "canceled":
-            self.events.emit(SessionCanceled(session_id=session.id))
-        if session.status in FINISHED:
-            self.events.emit(SessionComplete(session_id=session.id, status=session.status))
 
     # write-behind: progress is saved while the worker computes; the final state is saved before it is announced
 
