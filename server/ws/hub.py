@@ -5,9 +5,10 @@ WebSocket client through that client's own bounded queue.
 thread in the order they were emitted, so `seq` order is delivery order. Publishing is O(clients) work that
 never waits: each event is encoded once and the same frame string is queued to every client it concerns.
 
-A client's queue (`Subscriber`) holds at most `client_queue` frames. A `generator_progress` frame replaces the
-one still waiting for the same session and node (latest wins); any other frame that does not fit closes the
-connection with 1013, and the client resumes with `since`. Replayed frames are kept apart from the live queue
+A client's queue (`Subscriber`) holds at most `client_queue` frames. Once a client has fallen behind (more than
+`COALESCE_AFTER` frames waiting), a `generator_progress` frame replaces the one still waiting for the same
+session and node (latest wins); a client that keeps up sees every step. Any other frame that does not fit closes
+the connection with 1013, and the client resumes with `since`. Replayed frames are kept apart from the live queue
 (they are references into the ring, so they cost no copy) and the two are merged by seq when sent."""
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ ProgressKey = tuple[str, str]
 
 # WebSocket close codes (RFC 6455 §7.4.1).
 TRY_AGAIN_LATER = 1013
+# Frames waiting before progress is coalesced (at most half the queue).
+COALESCE_AFTER = 32
 TOO_SLOW = "client fell too far behind; reconnect and subscribe with since=<the last seq you received>"
 _encoder = msgspec.json.Encoder()
 
@@ -55,6 +58,7 @@ class Subscriber:
 
     def __init__(self, limit: int, connected_at: int) -> None:
         self.limit = limit
+        self.coalesce_after = min(COALESCE_AFTER, limit // 2)
         self.connected_at = connected_at
         self.all_sessions_since: int | None = None
         self.sessions: dict[str, int] = {}
@@ -67,6 +71,7 @@ class Subscriber:
         # Insertion order is seq order: live frames arrive in seq order, and a coalesced progress frame is
         # removed from its old place and appended with its newer seq.
         self._pending: OrderedDict[int, tuple[int, str, ProgressKey | None]] = OrderedDict()
+        # The slot of the latest progress frame waiting for each session and node.
         self._progress: dict[ProgressKey, int] = {}
         self._counter = itertools.count()
 
@@ -91,11 +96,12 @@ class Subscriber:
         if self.close_code is not None:
             return True
         if progress_key is not None:
-            older = self._progress.pop(progress_key, None)
-            if older is not None:
-                del self._pending[older]
-            elif len(self._pending) >= self.limit:
-                return True  # full of other events; progress may be skipped, the node's completion will follow
+            if len(self._pending) >= self.coalesce_after:
+                older = self._progress.get(progress_key)
+                if older is not None:
+                    del self._pending[older]
+                elif len(self._pending) >= self.limit:
+                    return True  # full of other events; progress may be skipped, the node's completion will follow
         elif len(self._pending) >= self.limit:
             return False
         slot = next(self._counter)
@@ -140,8 +146,8 @@ class Subscriber:
         return None
 
     def _pop_pending(self) -> str:
-        _, (_, frame, key) = self._pending.popitem(last=False)
-        if key is not None:
+        slot, (_, frame, key) = self._pending.popitem(last=False)
+        if key is not None and self._progress.get(key) == slot:
             del self._progress[key]
         return frame
 
