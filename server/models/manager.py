@@ -240,6 +240,7 @@ class ModelManager:
 
     def _existing_dir(self, value: str | None, default: Path, what: str) -> Path:
         if value is None:
+            default.mkdir(parents=True, exist_ok=True)
             return default
         folder = self._absolute_input(value, what)
         self.check_allowed(folder, what)
@@ -484,7 +485,6 @@ class ModelManager:
             raise ApiError(
                 424, f"the server has no diffusers config for {config.base_model}, so {key} cannot be converted offline"
             )
-        folder.mkdir(parents=True, exist_ok=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         return config, self.absolute_path(config), target, config_dir
 

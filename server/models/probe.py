@@ -128,7 +128,9 @@ def _read_pickle(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]
         # them (zip-format files only; the legacy format is small-file territory anyway).
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+        # The weights-only unpickler names the global it refused to import ("Unsupported global: GLOBAL
+        # pathlib.Path.touch", "...GLOBAL posix.system..."): the pickle wanted to call code.
+        if "GLOBAL" in str(exc):
             raise UnsafeFile(
                 f"{path.name} is a pickle that would run code when loaded, so it was refused; "
                 "only files holding plain tensors are accepted (convert it to .safetensors with a tool you trust)"

@@ -130,7 +130,7 @@ def test_other_pipelines_and_plain_folders_are_not_models(tmp_path: Path) -> Non
         probe.probe(other)
     plain = tmp_path / "photos"
     plain.mkdir()
-    with pytest.raises(probe.NotAModel, match="model_index.json"):
+    with pytest.raises(probe.NotAModel, match=r"model_index\.json"):
         probe.probe(plain)
     text = tmp_path / "notes.txt"
     text.write_text("hello")
@@ -217,6 +217,7 @@ def test_lying_safetensors_headers_neither_crash_nor_allocate(tmp_path: Path) ->
         with pytest.raises(probe.NotAModel):
             probe.probe(path)
         assert path.stat().st_size < 1000, name
-    assert isinstance(pytest.raises(IncompleteFile, read_header, cases["offset_lie"]).value, IncompleteFile)
+    with pytest.raises(IncompleteFile):  # a valid header, a file that is too short: maybe still being copied
+        read_header(cases["offset_lie"])
     # ru_maxrss is in KiB: nothing like the 2**40 bytes the headers claim was ever allocated.
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024
