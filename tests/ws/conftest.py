@@ -15,6 +15,7 @@ import uvicorn
 from websockets.client import ClientProtocol
 from websockets.frames import Opcode
 from websockets.http11 import Response
+from websockets.sync.client import ClientConnection
 from websockets.uri import parse_uri
 
 from server.app import build_app
@@ -47,6 +48,29 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def send(ws: ClientConnection, **message: Any) -> None:
+    ws.send(json.dumps(message))
+
+
+def receive(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
+    return json.loads(ws.recv(timeout=timeout))
+
+
+def synced(ws: ClientConnection) -> dict[str, Any]:
+    """Ping and read up to the pong: everything sent before it has been applied by the server (so this also
+    asserts that no event was waiting)."""
+    send(ws, type="ping")
+    message = receive(ws)
+    assert message["type"] == "pong", f"unexpected event before pong: {message}"
+    return message
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class RawClient:

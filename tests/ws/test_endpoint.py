@@ -13,23 +13,16 @@ from websockets.sync.client import ClientConnection, connect
 from server.config import Settings
 from server.ws.events import GeneratorProgress, ImageDeleted, ProgressImage, SessionComplete, SessionStarted
 from tests.conftest import start_live_server
-from tests.ws.conftest import RawClient, hub_of, on_loop, start_server_with_heartbeat, wait_until
-
-
-def send(ws: ClientConnection, **message: Any) -> None:
-    ws.send(json.dumps(message))
-
-
-def receive(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
-    return json.loads(ws.recv(timeout=timeout))
-
-
-def synced(ws: ClientConnection) -> dict[str, Any]:
-    """Ping and read up to the pong: everything sent before it has been applied by the server."""
-    send(ws, type="ping")
-    while (message := receive(ws))["type"] != "pong":
-        raise AssertionError(f"unexpected event before pong: {message}")
-    return message
+from tests.ws.conftest import (
+    RawClient,
+    hub_of,
+    on_loop,
+    receive,
+    send,
+    start_server_with_heartbeat,
+    synced,
+    wait_until,
+)
 
 
 def receive_n(ws: ClientConnection, n: int) -> list[dict[str, Any]]:
@@ -197,9 +190,9 @@ def test_cross_origin_handshake_is_refused(live_server):
     with pytest.raises(InvalidStatus) as refused:
         connect(live_server.ws_url + "/ws", origin="http://evil.example")
     assert refused.value.response.status_code == 403
+    assert hub_of(live_server).subscribers == ()  # refused before it reached the hub
     with connect(live_server.ws_url + "/ws", origin=live_server.url) as ws:
         synced(ws)
-    assert hub_of(live_server).subscribers == ()
 
 
 # Previews make progress events the biggest ones a client gets.
