@@ -77,6 +77,7 @@ class ModelManager:
             self.registry.save()  # an empty registry, where users expect to find (and edit) it
 
     async def _initial_sync(self) -> None:
+        await asyncio.to_thread(self._clean_work_dir)
         if self.watcher is not None:
             # Watching first, then syncing: a file dropped in between is seen by one or the other.
             await self.watcher.ready.wait()
@@ -93,6 +94,12 @@ class ModelManager:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    def _clean_work_dir(self) -> None:
+        """Half-finished conversions, merges and downloads left by a crash: never registered, so just clutter."""
+        if self.work_dir.is_dir():
+            for entry in self.work_dir.iterdir():
+                convert.remove(entry)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)

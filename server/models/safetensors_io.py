@@ -1,7 +1,9 @@
 """Reading a safetensors header without reading tensors, and writing a safetensors file one tensor at a time.
 
 The header is untrusted input: its length, offsets and shapes are checked against the file's size before
-anything is believed, and it is never allowed to make us allocate more than the file holds."""
+anything is believed, and it is never allowed to make us allocate more than the file holds. (safetensors'
+own `safe_open` would import torch for a header read, and reports a file that is still being copied the same
+way as a corrupt one; sync needs to tell the two apart.)"""
 
 from __future__ import annotations
 

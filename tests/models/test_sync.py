@@ -167,3 +167,18 @@ def test_broken_models_yaml_is_reported_and_never_overwritten(
     result = sync(client)
     assert result["added"] == ["sd-1/main/second"] and result["removed"] == []
     assert client.get("/api/v1/app/config").json()["models_yaml_error"] is None
+
+
+def test_start_up_clears_leftovers_of_interrupted_conversions(tmp_path: Path) -> None:
+    from server.app import build_app
+    from server.config import Settings
+    from tests.conftest import BASE_URL
+
+    settings = Settings(root=str(tmp_path / "root"), watch=False)
+    leftover = settings.models_dir / ".convert-tmp" / "convert-abc" / "model"
+    leftover.mkdir(parents=True)
+    (leftover / "half.safetensors").write_bytes(b"x")
+    with TestClient(build_app(settings), base_url=BASE_URL) as client:
+        client.portal.call(client.app.state.services.models.first_sync.wait)
+        assert list((settings.models_dir / ".convert-tmp").iterdir()) == []
+        assert listed(client) == {}
