@@ -1,4 +1,5 @@
-"""Helpers for WebSocket tests: reaching the live server's hub, and a raw client that can refuse to read."""
+"""Helpers for WebSocket tests: reaching the live server's hub, a raw client that can refuse to read, and a live
+server with the tiny model registered."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 import uvicorn
 from websockets.client import ClientProtocol
@@ -20,8 +22,9 @@ from websockets.uri import parse_uri
 
 from server.app import build_app
 from server.config import Settings
+from server.ws.events import Event
 from server.ws.hub import EventHub
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, start_live_server
 
 T = TypeVar("T")
 
@@ -146,6 +149,37 @@ def raw_clients() -> Iterator[list[RawClient]]:
     yield clients
     for client in clients:
         client.close()
+
+
+class Published:
+    """Every event the hub publishes (a hub listener, called on the loop thread)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def snapshot(self) -> list[Event]:
+        with self.lock:
+            return list(self.events)
+
+
+@pytest.fixture
+def generation_server(settings: Settings, tiny_model_files) -> Iterator[tuple[LiveServer, httpx.Client, Published]]:
+    live = start_live_server(settings)
+    try:
+        api = httpx.Client(base_url=live.url + "/api/v1", timeout=120)
+        imported = api.post("/models/import", json={"location": str(tiny_model_files["diffusers"])})
+        assert imported.status_code == 201, imported.text
+        published = Published()
+        hub_of(live).add_listener(published)
+        yield live, api, published
+        api.close()
+    finally:
+        live.stop()
 
 
 def start_server_with_heartbeat(settings: Settings) -> LiveServer:

@@ -9,56 +9,22 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from PIL import Image
 from websockets.sync.client import ClientConnection, connect
 
 from server.config import Settings
 from server.generate import Request, txt2img_graph
-from server.ws.events import Event, GeneratorProgress, ProgressImage
+from server.ws.events import GeneratorProgress, ProgressImage
 from tests.conftest import LiveServer, start_live_server
 from tests.ws.conftest import RawClient, free_port, hub_of, on_loop, receive, send, synced, wait_until
 
 MODEL = {"model_name": "tiny", "base_model": "sd-1", "model_type": "main"}
 STEPS = 8
-
-
-class Published:
-    """Every event the hub publishes (a hub listener, called on the loop thread)."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, event: Event) -> None:
-        with self.lock:
-            self.events.append(event)
-
-    def snapshot(self) -> list[Event]:
-        with self.lock:
-            return list(self.events)
-
-
-@pytest.fixture
-def generation_server(settings: Settings, tiny_model_files) -> Iterator[tuple[LiveServer, httpx.Client, Published]]:
-    live = start_live_server(settings)
-    try:
-        api = httpx.Client(base_url=live.url + "/api/v1", timeout=120)
-        imported = api.post("/models/import", json={"location": str(tiny_model_files["diffusers"])})
-        assert imported.status_code == 201, imported.text
-        published = Published()
-        hub_of(live).add_listener(published)
-        yield live, api, published
-        api.close()
-    finally:
-        live.stop()
 
 
 def create_session(api: httpx.Client, seed: int = 1, steps: int = STEPS) -> str:
