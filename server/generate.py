@@ -260,7 +260,9 @@ async def _handle(event: dict[str, Any], client: Client, run: Run, make_bar, say
     if job is None:
         return
     kind = event["type"]
-    if kind == "generator_progress":
+    if kind == "session_started" and job.bar is None:
+        job.bar = make_bar(job, run.request.steps)  # shown from the start, while models load
+    elif kind == "generator_progress":
         if job.bar is None:
             job.bar = make_bar(job, event["total_steps"])
         job.bar.total = event["total_steps"]

@@ -129,7 +129,12 @@ class Subscriber:
         if not frames:
             return
         if self._replay:
-            frames = list(heapq.merge(self._replay, frames))
+            # A second `since` before the first replay is sent: merge, and send each event once.
+            merged: list[tuple[int, str]] = []
+            for item in heapq.merge(self._replay, frames, key=lambda pair: pair[0]):
+                if not merged or merged[-1][0] != item[0]:
+                    merged.append(item)
+            frames = merged
         self._replay = deque(frames)
         self._wake()
 

@@ -141,6 +141,16 @@ def test_replay_skips_what_was_delivered_live_and_merges_in_seq_order():
     assert [m["seq"] for m in drain(client)] == [1, 2, 3, 5, 6]
 
 
+def test_asking_twice_for_the_same_replay_sends_it_once():
+    hub = EventHub()
+    for session in ("s1", "s2", "s1"):
+        hub.emit(SessionStarted(session_id=session))
+    client = hub.connect()
+    hub.subscribe(client, ["s1"], since=0)
+    hub.subscribe(client, "*", since=0)
+    assert [m["seq"] for m in drain(client)] == [1, 2, 3]
+
+
 def test_resync_required_when_since_is_gone():
     hub = EventHub(replay_size=10)
     for i in range(30):
