@@ -17,7 +17,8 @@ from starlette.websockets import WebSocket
 
 from server.services import services
 from server.ws.events import ClientRequest, Ping, Subscribe, Unsubscribe
-from server.ws.hub import EventHub, Subscriber
+from server.ws.hub import EventHub
+from server.ws.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ import json
 import threading
 
 from server.ws.events import GeneratorProgress, ImageDeleted, SessionComplete, SessionStarted
-from server.ws.hub import TRY_AGAIN_LATER, EventHub, Subscriber
+from server.ws.hub import TRY_AGAIN_LATER, EventHub
+from server.ws.subscriber import Subscriber
 
 
 def progress(session: str, node: str, step: int) -> GeneratorProgress:
