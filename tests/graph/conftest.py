@@ -129,10 +129,10 @@ def register_tiny(client: TestClient, files: dict, fmt: str = "diffusers") -> No
 
 
 @contextlib.contextmanager
-def generation_app(settings: Settings, files: dict) -> Iterator[tuple[TestClient, Recorder]]:
+def generation_app(settings: Settings, files: dict, fmt: str = "diffusers") -> Iterator[tuple[TestClient, Recorder]]:
     """A client on an app with the tiny model registered, and the recorder of its events."""
     with TestClient(build_app(settings), base_url=BASE_URL, raise_server_exceptions=False) as client:
-        register_tiny(client, files)
+        register_tiny(client, files, fmt)
         recorder = Recorder()
         client.app.state.services.events.add_listener(recorder)
         yield client, recorder

@@ -240,3 +240,25 @@ def test_a_failing_node_fails_the_session_with_its_reason(generation):
     assert session["errors"] == {"denoise": "`noise` is 128×128 but `latents` are 64×64; make them the same size"}
     assert "decode" not in session["executed"]
     assert events.of(session["id"], SessionComplete)[0].status == "failed"
+
+
+def test_t2l_is_denoise_latents(generation):
+    client, events = generation
+    graph = t2i_graph(seed=21)
+    first = pixels(client, image_of(run_graph(client, events, graph)))
+    graph["nodes"]["denoise"]["type"] = "t2l"
+    graph["nodes"]["denoise"]["use_cache"] = False
+    session = run_graph(client, events, graph)
+    assert session["graph"]["nodes"]["denoise"]["type"] == "t2l"
+    assert np.array_equal(pixels(client, image_of(session)), first)
+
+
+def test_rand_int_is_never_served_from_the_cache(generation):
+    client, events = generation
+    graph = {"id": "dice", "nodes": {"d": {"id": "d", "type": "rand_int", "low": 1, "high": 7}}, "edges": []}
+    values = []
+    for _ in range(2):
+        session = run_graph(client, events, graph)
+        values.append(session["results"]["d"]["value"])
+        assert [e.cached for e in events.of(session["id"], InvocationComplete)] == [False]
+    assert all(1 <= value < 7 for value in values)
