@@ -111,6 +111,7 @@ class Job:
     index: int
     seed: int
     session_id: str
+    invoked: bool = False
     status: str = "queued"
     image_name: str | None = None
     error: str | None = None
@@ -210,22 +211,22 @@ async def _watch(client: Client, request: Request, run: Run, make_bar: Callable[
 
     url = websocket_url(request.server, request.token)
     decoder = msgspec.json.Decoder()
-    invoked = False
     failures = 0
     while run.unfinished:
         try:
             async with connect(url, compression=None, max_size=None, open_timeout=10) as ws:
                 subscribe: dict[str, Any] = {"type": "subscribe", "sessions": list(run.jobs)}
-                if invoked:
-                    subscribe["since"] = run.last_seq
+                if any(job.invoked for job in run.jobs.values()):
+                    subscribe["since"] = run.last_seq  # resume: the server replays what we missed
                 await ws.send(msgspec.json.encode(subscribe).decode())
                 # Messages are handled in order: the pong means the subscription is in place.
                 await ws.send('{"type": "ping"}')
-                if not invoked:
+                if not all(job.invoked for job in run.jobs.values()):
                     run.last_seq = max(run.last_seq, await _until_pong(ws, decoder))
-                    for session_id in run.jobs:
-                        await client.call("PUT", f"/sessions/{session_id}/invoke")
-                    invoked = True
+                    for job in run.jobs.values():
+                        if not job.invoked:
+                            await client.call("PUT", f"/sessions/{job.session_id}/invoke")
+                            job.invoked = True
                 async for frame in ws:
                     event = decoder.decode(frame)
                     failures = 0
@@ -235,14 +236,16 @@ async def _watch(client: Client, request: Request, run: Run, make_bar: Callable[
                         await _handle(event, client, run, make_bar, say)
                     if not run.unfinished:
                         return
+            problem: Exception = ConnectionError("the server closed the connection")
         except InvalidStatus as exc:
             status = exc.response.status_code
             raise GenerateError(f"the server refused the WebSocket ({status}): check --token and --server") from None
         except (OSError, ConnectionClosed, TimeoutError) as exc:
-            failures += 1
-            if failures > RECONNECTS:
-                raise GenerateError(f"lost the connection to {request.server}: {exc}") from None
-            await asyncio.sleep(0.2 * 2**failures)
+            problem = exc
+        failures += 1
+        if failures > RECONNECTS:
+            raise GenerateError(f"lost the connection to {request.server}: {problem}")
+        await asyncio.sleep(0.2 * 2**failures)
 
 
 async def _until_pong(ws, decoder: msgspec.json.Decoder) -> int:

@@ -19,7 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from server.config import Settings
 from server.generate import Request, txt2img_graph
-from server.ws.events import GeneratorProgress, ProgressImage
+from server.ws.events import Event, GeneratorProgress, ProgressImage
 from tests.conftest import LiveServer, start_live_server
 from tests.ws.conftest import RawClient, free_port, hub_of, on_loop, receive, send, synced, wait_until
 
@@ -272,3 +272,29 @@ def test_ctrl_c_cancels_the_session_on_the_server(generation_server, tmp_path):
     (session,) = api.get("/sessions/").json()["items"]
     wait_until(lambda: api.get(f"/sessions/{session['id']}").json()["status"] == "canceled", what="the cancel")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_generate_resumes_with_since_when_the_server_drops_it(generation_server, tmp_path):
+    live, _, _ = generation_server
+    hub = hub_of(live)
+    dropped = []
+
+    def drop_everyone_once(event: Event) -> None:
+        # Mid-run, as if every client had fallen behind: the server closes them with 1013.
+        if not dropped and isinstance(event, GeneratorProgress) and event.step == 3:
+            for subscriber in hub.subscribers:
+                hub.disconnect(subscriber)
+                subscriber.fail(1013, "test: too slow")
+                dropped.append(subscriber)
+
+    hub.add_listener(drop_everyone_once)
+    out = tmp_path / "out"
+    result = imagegraph(
+        "a fox", "--width", "64", "--height", "64", "--steps", "12", "--seed", "1", "--server", live.url,
+        "--out", str(out),
+    )  # fmt: skip
+    assert dropped, "the run never reached step 3"
+    assert result.returncode == 0, result.stderr
+    (path,) = [Path(line) for line in result.stdout.splitlines()]
+    assert Image.open(path).size == (64, 64)
+    assert "12/12" in result.stderr  # the bar saw the steps it missed while reconnecting
