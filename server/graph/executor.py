@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,6 +31,8 @@ from server.ws.hub import EventHub
 log = logging.getLogger(__name__)
 
 CRASH_REASON = "The server stopped while this session was running; invoke it again to run it from the start"
+# Sessions run one node at a time (`all=false`) keep their tensors between invokes; this many at most.
+MAX_PARKED = 8
 
 
 class QueueState(msgspec.Struct):
@@ -53,6 +55,9 @@ class Executor:
         # One thread does all torch work, so models and the device are never used from two threads.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagegraph-worker")
         self._pending: deque[str] = deque()
+        # Sessions queued to run only their next node, and the runs such sessions left half done.
+        self._one_node: set[str] = set()
+        self._parked: OrderedDict[str, SessionRun] = OrderedDict()
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
         self._running: Session | None = None
@@ -103,18 +108,28 @@ class Executor:
         """The running session as it is in memory now (its stored copy lags by a write)."""
         return self._running if self._running is not None and self._running.id == session_id else None
 
-    async def submit(self, session_id: str) -> Session:
-        """Queue a session (again, if it finished). LookupError: unknown; SessionConflict: queued or running."""
+    async def submit(self, session_id: str, all_nodes: bool = True) -> Session:
+        """Queue a session: to run to the end, or (`all_nodes` False) to run its next node only. A session run
+        part-way continues where it stopped; a finished one runs again from the start.
+        LookupError: unknown; SessionConflict: already queued or running."""
         async with self._lock:
             session = await self.store.get(session_id)
             if session is None:
                 raise LookupError(session_id)
             if session.status in ("queued", "running") or session_id in self._pending or self.live(session_id):
                 raise SessionConflict(f"session {session_id} is already {session.status}")
+            parked = self._parked.get(session_id)
+            if session.status != "pending" or parked is None or parked.session.executed != session.executed:
+                # Start afresh: finished, never run, or its half-done run is gone (evicted, or a restart).
+                self._parked.pop(session_id, None)
+                session.executed, session.results, session.errors = [], {}, {}
             session.status = "queued"
-            session.executed, session.results, session.errors = [], {}, {}
             await self.store.save(session)
             self._pending.append(session_id)
+            if all_nodes:
+                self._one_node.discard(session_id)
+            else:
+                self._one_node.add(session_id)
         self._queue_changed()
         self._wakeup.set()
         return session
@@ -135,6 +150,8 @@ class Executor:
                     f"session {session_id} is {session.status}; only a queued or running one can be canceled"
                 )
             self._pending.remove(session_id)
+            self._one_node.discard(session_id)
+            self._parked.pop(session_id, None)
             session.status = "canceled"
             await self.store.save(session)
         self.events.emit(SessionCanceled(session_id=session_id))
@@ -183,11 +200,23 @@ class Executor:
             self._queue_changed()
 
     async def _execute(self, session: Session, services: RunServices) -> None:
-        run = SessionRun(session, services, self.cache, self._pool, self._cancel, self._changed)
+        run = self._parked.pop(session.id, None)
+        if run is not None:
+            run.session = session  # the stored copy, now `running`; same graph and progress
+        else:
+            run = SessionRun(session, services, self.cache, self._pool, self._cancel, self._changed)
         self._run = run
+        one_node = session.id in self._one_node
+        self._one_node.discard(session.id)
         try:
-            await run.run()
-            session.status = "completed"
+            await run.run(max_nodes=1 if one_node else None)
+            if run.finished:
+                session.status = "completed"
+            else:
+                session.status = "pending"
+                self._parked[session.id] = run
+                while len(self._parked) > MAX_PARKED:
+                    self._parked.popitem(last=False)
         except Canceled:
             # A server shutting down puts its session back in the queue: it runs again after the restart.
             session.status = "queued" if self._stopping else "canceled"

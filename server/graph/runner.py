@@ -76,21 +76,32 @@ class SessionRun:
         # The node running now, for the crash message of a session found `running` at start-up.
         self.current: str | None = None
 
-    async def run(self) -> None:
-        """Raises Canceled or SessionFailed; returns when every node ran."""
+    @property
+    def finished(self) -> bool:
+        return len(self.executions) == len(self.order)
+
+    async def run(self, max_nodes: int | None = None) -> None:
+        """Run the nodes not run yet - all of them, or the next `max_nodes` (each with all its iterations),
+        so a run can be resumed. Raises Canceled or SessionFailed."""
+        ran = 0
         for node_id in self.order:
+            if node_id in self.executions:
+                continue
+            if max_nodes is not None and ran >= max_nodes:
+                break
             node = self.graph.nodes[node_id]
             if isinstance(node, CollectNode):
                 await self._collect(node)
-                continue
-            executions = []
-            for context in self._contexts(node_id):
-                inputs = self._inputs(node_id, context)
-                if isinstance(node, IterateNode):
-                    executions += await self._iterate(node, context, inputs)
-                else:
-                    executions.append(await self._invoke(node, context, inputs))
-            self.executions[node_id] = executions
+            else:
+                executions = []
+                for context in self._contexts(node_id):
+                    inputs = self._inputs(node_id, context)
+                    if isinstance(node, IterateNode):
+                        executions += await self._iterate(node, context, inputs)
+                    else:
+                        executions.append(await self._invoke(node, context, inputs))
+                self.executions[node_id] = executions
+            ran += 1
         self.current = None
 
     # iterate / collect

@@ -27,7 +27,7 @@ class PageQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class InvokeQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    # InvokeAI's flag; this server always runs the whole graph, so only `true` is accepted.
+    # false: run only the next node (with all its iterations); the session stays `pending` until the last.
     all: bool = True
 
 
@@ -129,21 +129,15 @@ async def get_session(request: Request) -> Response:
 
 
 @operation(
-    "Queue a session (FIFO); 409 while it is queued or running",
+    "Queue a session (FIFO) to run to the end, or with all=false its next node only; 409 while queued or running",
     tags=TAGS,
     query=InvokeQuery,
     responses={202: Session, 404: None, 409: None},
 )
 async def invoke_session(request: Request, query: InvokeQuery) -> Response:
     session_id = request.path_params["session_id"]
-    if not query.all:
-        raise ApiError(
-            422,
-            "`all=false` (running one node at a time) is not supported; invoke with all=true",
-            [ErrorItem(loc=["query", "all"], msg="only true is supported")],
-        )
     try:
-        session = await _executor(request).submit(session_id)
+        session = await _executor(request).submit(session_id, all_nodes=query.all)
     except LookupError:
         raise _not_found(session_id) from None
     except SessionConflict as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from server.ws.events import (
     GeneratorProgress,
     ImageCreated,
+    InvocationComplete,
     QueueStatus,
     SessionCanceled,
     SessionComplete,
@@ -124,15 +125,32 @@ def test_a_finished_session_can_be_invoked_again_but_not_canceled(generation):
     assert again["results"]["decode"]["image"]["image_name"] != first_image
 
 
-def test_unknown_sessions_and_unsupported_step_mode(client):
+def test_unknown_sessions(client):
     assert client.put(f"{SESSIONS}nope/invoke").status_code == 404
     assert client.delete(f"{SESSIONS}nope/invoke").status_code == 404
     assert client.get(f"{SESSIONS}nope").json() == {"detail": "Session 'nope' not found"}
-    created = client.post(SESSIONS, json={"nodes": {"n": {"type": "integer"}}, "edges": []}).json()
-    response = client.put(f"{SESSIONS}{created['id']}/invoke", params={"all": "false"})
-    assert response.status_code == 422
-    assert response.json()["errors"][0]["loc"] == ["query", "all"]
-    assert client.get(f"{SESSIONS}{created['id']}").json()["status"] == "pending"
+
+
+def test_invoke_with_all_false_runs_one_node_at_a_time(generation):
+    client, events = generation
+    session_id = create(client, t2i_graph(seed=13, steps=2))
+    executed = []
+    for expected in ["model", "pos", "neg", "noise", "denoise", "meta"]:
+        assert client.put(f"{SESSIONS}{session_id}/invoke", params={"all": "false"}).status_code == 202
+        done = events.wait_for(
+            lambda e, n=expected: isinstance(e, InvocationComplete) and e.session_id == session_id and e.node_id == n
+        )
+        # the worker is free again once the queue says nothing runs
+        events.wait_for(lambda e, after=done.seq: isinstance(e, QueueStatus) and e.running is None and e.seq > after)
+        executed.append(expected)
+        session = client.get(f"{SESSIONS}{session_id}").json()
+        assert (session["status"], session["executed"]) == ("pending", executed)
+    # the rest in one go: it continues from the tensors the earlier invokes made
+    assert client.put(f"{SESSIONS}{session_id}/invoke").status_code == 202
+    assert events.wait_finished(session_id).status == "completed"
+    session = client.get(f"{SESSIONS}{session_id}").json()
+    assert session["executed"] == [*executed, "decode"]
+    assert events.of(session_id, SessionComplete)[0].status == "completed"
 
 
 def test_sessions_list_newest_first_and_paginated(client):
