@@ -292,3 +292,10 @@ def test_a_peer_that_stops_answering_pings_is_dropped(settings, raw_clients):
             assert len(hub.subscribers) == 1
     finally:
         live.stop()
+
+
+def test_a_client_that_sends_nothing_still_gets_events_for_everyone(live_server):
+    with connect(live_server.ws_url + "/ws") as ws:
+        wait_until(lambda: len(hub_of(live_server).subscribers) == 1, what="the client to connect")
+        emit(live_server, ImageDeleted(image_name="a.png"), SessionStarted(session_id="s"))
+        assert receive(ws)["image_name"] == "a.png"  # sent once the short first-message grace has passed

@@ -298,3 +298,18 @@ def test_generate_resumes_with_since_when_the_server_drops_it(generation_server,
     (path,) = [Path(line) for line in result.stdout.splitlines()]
     assert Image.open(path).size == (64, 64)
     assert "12/12" in result.stderr  # the bar saw the steps it missed while reconnecting
+
+
+def test_model_changes_reach_every_client(live_server, tiny_model_files):
+    api = httpx.Client(base_url=live_server.url + "/api/v1", timeout=60)
+    with connect(live_server.ws_url + "/ws") as ws:
+        synced(ws)  # not subscribed to any session: model events are for everyone
+        assert api.post("/models/import", json={"location": str(tiny_model_files["diffusers"])}).status_code == 201
+        while (event := receive(ws, timeout=60))["type"] != "models_changed":
+            pass
+        assert event["added"] == ["sd-1/main/tiny"]
+        assert api.delete("/models/sd-1/main/tiny").status_code == 204
+        while (event := receive(ws, timeout=60))["type"] != "models_changed":
+            pass
+        assert event["removed"] == ["sd-1/main/tiny"]
+    api.close()
