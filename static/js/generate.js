@@ -88,9 +88,41 @@ function syncSeedField() {
   field("seed").disabled = field("randomize").checked;
 }
 
-/** A whole number in [min, max] (and a multiple of `multiple`), or a message saying what is wrong. */
-function checkInteger(name, label, { min, max, multiple = 1 }) {
+// Form field ← (node type, input) of the standard graph: the server's node catalogue gives their limits.
+const LIMITS_FROM = {
+  width: ["noise", "width"],
+  height: ["noise", "height"],
+  seed: ["noise", "seed"],
+  steps: ["denoise_latents", "steps"],
+  cfg: ["denoise_latents", "cfg_scale"],
+};
+
+/** Take min / max / multiple_of from GET /nodes/, so the form refuses what the server would. */
+async function loadLimits() {
+  let catalogue;
+  try {
+    catalogue = await api.get("/nodes/");
+  } catch (error) {
+    console.warn("could not load the node catalogue; using the form's own limits", error);
+    return;
+  }
+  const nodes = Object.fromEntries((catalogue.nodes ?? catalogue).map((node) => [node.type, node]));
+  for (const [name, [type, inputName]] of Object.entries(LIMITS_FROM)) {
+    const spec = nodes[type]?.inputs?.find((input) => input.name === inputName);
+    if (!spec) continue;
+    const input = field(name);
+    if (typeof spec.minimum === "number") input.min = spec.minimum;
+    if (typeof spec.maximum === "number") input.max = spec.maximum;
+    if (typeof spec.multiple_of === "number") input.step = spec.multiple_of;
+  }
+}
+
+/** A whole number within the field's min / max (and a multiple of its step), or a message saying what is wrong. */
+function checkInteger(name, label) {
   const input = field(name);
+  const min = Number(input.min);
+  const max = Number(input.max);
+  const multiple = Number(input.step) || 1;
   const value = Number(input.value);
   let message = "";
   if (input.value.trim() === "" || !Number.isInteger(value)) message = `${label} must be a whole number.`;
@@ -107,18 +139,20 @@ function readForm() {
     if (result.message) problems.push(result);
     return result.value;
   };
-  const width = get(checkInteger("width", "Width", { min: 64, max: 4096, multiple: 8 }));
-  const height = get(checkInteger("height", "Height", { min: 64, max: 4096, multiple: 8 }));
-  const steps = get(checkInteger("steps", "Steps", { min: 1, max: 500 }));
-  const count = get(checkInteger("count", "Number of images", { min: 1, max: 100 }));
+  const width = get(checkInteger("width", "Width"));
+  const height = get(checkInteger("height", "Height"));
+  const steps = get(checkInteger("steps", "Steps"));
+  const count = get(checkInteger("count", "Number of images"));
   const randomize = field("randomize").checked;
-  const seed = randomize ? 0 : get(checkInteger("seed", "Seed", { min: 0, max: MAX_SEED }));
+  const seed = randomize ? 0 : get(checkInteger("seed", "Seed"));
   if (randomize) field("seed").setCustomValidity("");
   const cfgInput = field("cfg");
   const cfg = Number(cfgInput.value);
-  const cfgMessage = cfgInput.value.trim() === "" || !Number.isFinite(cfg) || cfg < 0 || cfg > 100
-    ? "CFG scale must be a number between 0 and 100."
-    : "";
+  const [cfgMin, cfgMax] = [Number(cfgInput.min), Number(cfgInput.max)];
+  const cfgMessage =
+    cfgInput.value.trim() === "" || !Number.isFinite(cfg) || cfg < cfgMin || cfg > cfgMax
+      ? `CFG scale must be a number between ${cfgMin} and ${cfgMax}.`
+      : "";
   cfgInput.setCustomValidity(cfgMessage);
   if (cfgMessage) problems.push({ message: cfgMessage, input: cfgInput });
   const model = store.models.find((m) => modelKey(m) === field("model").value);
@@ -298,8 +332,11 @@ function finish(sessionId, status, errorMessage) {
     } else if (status === "canceled") {
       setStatus(`Canceled ${runLabel(run)}`);
       $("#gen-preview").dataset.state = "canceled";
+      if ($("#gen-preview-image").hidden) $("#gen-preview-caption").textContent = "Canceled before the first step.";
     } else if (status === "failed") {
       setStatus(`Failed: ${runLabel(run)}`);
+      $("#gen-preview").dataset.state = "failed";
+      if ($("#gen-preview-image").hidden) $("#gen-preview-caption").textContent = "This run failed; the reason is below.";
       if ($("#gen-error").hidden) showError(errorMessage ?? "The run failed; the server gave no reason.");
     }
   }
@@ -432,6 +469,7 @@ export function initGenerate() {
   restoreForm();
   syncSeedField();
   fillModels();
+  loadLimits();
 
   form().addEventListener("submit", submit);
   form().addEventListener("change", saveForm);
@@ -483,9 +521,15 @@ export function initGenerate() {
       setStatus(`Loading ${event.model.model_name}${event.submodel ? ` (${event.submodel})` : ""}…`);
     }
   });
+  bus.on("model_load_completed", (event) => {
+    const run = runs.get(event.session_id);
+    if (run?.node && event.session_id === shown) setStatus(`Running ${run.node}…`);
+  });
   bus.on("invocation_started", (event) => {
     const run = runs.get(event.session_id);
-    if (run && event.session_id === shown) setStatus(`Running ${nodeLabel(run, event)}…`);
+    if (!run) return;
+    run.node = nodeLabel(run, event);
+    if (event.session_id === shown) setStatus(`Running ${run.node}…`);
   });
   bus.on("generator_progress", onProgress);
   bus.on("invocation_error", (event) => {

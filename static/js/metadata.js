@@ -189,13 +189,13 @@ const LABELS = [
   ["steps", "Steps"],
   ["cfg_scale", "CFG scale"],
   ["scheduler", "Scheduler"],
-  ["width", "Width"],
-  ["height", "Height"],
 ];
 
 /** [label, value] rows for display, skipping what is unknown. */
 export function settingsRows(settings) {
-  return LABELS.filter(([key]) => settings[key] !== undefined && settings[key] !== null && settings[key] !== "").map(
+  const rows = LABELS.filter(([key]) => settings[key] !== undefined && settings[key] !== null && settings[key] !== "").map(
     ([key, label]) => [label, String(settings[key])],
   );
+  if (settings.width && settings.height) rows.push(["Generated at", `${settings.width} × ${settings.height}`]);
+  return rows;
 }

@@ -247,7 +247,7 @@ function convert(model) {
       labelled(
         "Destination folder (optional)",
         text("dest", "", { placeholder: `models/${model.base_model}/${model.model_type}/` }),
-        "Leave empty for the server's models folder.",
+        "An existing folder on the server; leave empty for the server's models folder.",
       ),
     ],
     submitLabel: "Convert",
@@ -323,7 +323,11 @@ function merge() {
       labelled("Algorithm", interp),
       h("div", { class: "field" }, h("label", { for: "merge-alpha" }, "Alpha ", alphaOut), Object.assign(alpha, { id: "merge-alpha" })),
       labelled("Name of the merged model", text("name", "", { placeholder: "first+second" })),
-      labelled("Destination folder (optional)", text("dest", ""), "Leave empty for the server's models folder."),
+      labelled(
+        "Destination folder (optional)",
+        text("dest", ""),
+        "An existing folder on the server; leave empty for the server's models folder.",
+      ),
       h("div", { class: "checkbox-field" }, force, h("label", { for: "merge-force" }, "Merge even if the models look incompatible")),
     ],
     submitLabel: "Merge",

@@ -249,18 +249,24 @@ def ui(browser, server: ServerProcess, tmp_path: Path) -> Iterator[Ui]:
         yield opened
 
 
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where `copy_tiny_model` keeps the tiny model it writes once per session, in each format."""
+    return tmp_path_factory.mktemp("tiny-cache")
+
+
 def copy_tiny_model(cache: Path, dest: Path, fmt: str = "diffusers") -> Path:
-    """Write the tiny model once per session into `cache`, then copy it (atomically) to `dest`."""
-    source = (
-        cache / f"tiny-{fmt}" if fmt == "diffusers" else cache / f"tiny.{'ckpt' if fmt == 'ckpt' else 'safetensors'}"
-    )
+    """Copy the tiny model (written once into `cache`) to `dest` in one rename, so a watcher never sees a
+    half-copied model: it is staged in `cache`, which is on the same file system."""
+    suffix = {"diffusers": "", "checkpoint": ".safetensors", "ckpt": ".ckpt"}[fmt]
+    source = cache / f"tiny-{fmt}{suffix}"
     if not source.exists():
         write_tiny_model(source, fmt)
-    staging = dest.parent / f".{dest.name}.partial"
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = cache / f"staging-{time.monotonic_ns()}{suffix}"
     if source.is_dir():
         shutil.copytree(source, staging)
     else:
         shutil.copyfile(source, staging)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(dest)
     return dest

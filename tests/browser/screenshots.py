@@ -1,0 +1,124 @@
+"""Screenshots of every page for the README: `python -m tests.browser.screenshots [--out docs/screenshots]`.
+
+Starts a server on a temporary root with the tiny model (its images are coloured noise: random weights),
+makes a few images, and saves each page at 1280×800, plus the gallery and the generate page at 390 px."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+from tests.browser.conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REPO,
+    WAIT_MS,
+    ServerProcess,
+    free_port,
+    make_root,
+    wait_for_model,
+)
+from tests.browser.images import A1111_PARAMETERS, png_bytes, upload
+
+PROMPTS = [
+    "a lighthouse at dusk, oil painting",
+    "a red fox in fresh snow, watercolor",
+    "an old tram in Lisbon, morning light",
+    "a bowl of ramen, studio photo",
+    "a glass greenhouse full of ferns",
+    "isometric pixel-art harbour town",
+]
+
+
+def fill(page, prompt: str, size: int, steps: int, seed: int, count: int = 1) -> None:
+    page.fill("#gen-prompt", prompt)
+    page.fill("#gen-negative", "blurry, low quality")
+    page.wait_for_selector('#gen-model option[value="sd-1/main/tiny"]', state="attached")
+    page.select_option("#gen-model", "sd-1/main/tiny")
+    page.fill("#gen-width", str(size))
+    page.fill("#gen-height", str(size))
+    page.fill("#gen-steps", str(steps))
+    page.uncheck("#gen-randomize")
+    page.fill("#gen-seed", str(seed))
+    page.fill("#gen-count", str(count))
+
+
+def take(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServerProcess(root=make_root(Path(tmp) / "root"), port=free_port())
+        server.start()
+        try:
+            with server.api() as api:
+                api.post("/models/sync")
+                wait_for_model(api, "tiny")
+                upload(api, png_bytes(96, 128, (70, 110, 160), text={"parameters": A1111_PARAMETERS}), "fox.png")
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.set_default_timeout(WAIT_MS)
+                page.goto(f"{server.url}/#/generate")
+                page.wait_for_selector('#connection[data-state="live"]')
+                for i, prompt in enumerate(PROMPTS):
+                    fill(page, prompt, 128, 8, 1000 + i)
+                    page.click("#gen-invoke")
+                    page.wait_for_selector(f"#gen-status:has-text('seed {1000 + i}')")
+                    page.wait_for_selector("#gen-status:has-text('Done')")
+
+                # Generate, caught mid-run: preview, step bar, queue with one waiting.
+                fill(page, PROMPTS[0], 192, 400, 4242, count=2)
+                page.click("#gen-invoke")
+                page.wait_for_selector("#gen-status:has-text('Step 12 of')")
+                page.evaluate("window.scrollTo(0, 0)")
+                page.screenshot(path=str(out / "generate.png"))
+                page.set_viewport_size({"width": 390, "height": 844})
+                page.screenshot(path=str(out / "generate-phone.png"))
+                page.set_viewport_size({"width": 1280, "height": 800})
+                page.click("#gen-cancel-all")
+                page.wait_for_selector("#queue-empty", state="visible")
+
+                page.click('nav a[data-page="gallery"]')
+                page.wait_for_selector("#gallery-grid .tile")
+                page.wait_for_function(
+                    "[...document.querySelectorAll('#gallery-grid img')].every(i => i.complete && i.naturalWidth)"
+                )
+                page.mouse.move(0, 0)
+                page.screenshot(path=str(out / "gallery.png"))
+                page.set_viewport_size({"width": 390, "height": 844})
+                page.screenshot(path=str(out / "gallery-phone.png"))
+                page.set_viewport_size({"width": 1280, "height": 800})
+
+                page.click("#gallery-grid .tile:nth-child(2) button")
+                page.wait_for_selector("#viewer-source:has-text('metadata')")
+                page.wait_for_function("document.getElementById('viewer-image').naturalWidth > 0")
+                page.screenshot(path=str(out / "image.png"))
+                page.keyboard.press("Escape")
+
+                page.click('nav a[data-page="models"]')
+                page.wait_for_selector(".model-card")
+                page.fill("#search-path", str(server.root / "autoimport"))
+                page.click("#search-form button[type=submit]")
+                page.wait_for_selector("#search-results li")
+                page.screenshot(path=str(out / "models.png"))
+                browser.close()
+        finally:
+            server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    take(args.out.resolve())
+    print(f"screenshots written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
