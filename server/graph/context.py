@@ -111,6 +111,14 @@ class InvocationContext:
     def call_async(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.services.loop).result()
 
+    def image_dto(self, image_name: str) -> ImageDTO:
+        if self.services.images is None:
+            raise NodeError("the image service is not running")
+        dto = self.call_async(self.services.images.get_dto(image_name))
+        if dto is None:
+            raise NodeError(f"image {image_name!r} does not exist")
+        return dto
+
     def open_image(self, image_name: str) -> Image.Image:
         if self.services.images is None:
             raise NodeError("the image service is not running")

@@ -31,6 +31,8 @@ from server.ws.hub import EventHub
 log = logging.getLogger(__name__)
 
 CRASH_REASON = "The server stopped while this session was running; invoke it again to run it from the start"
+# How often a running session's progress (executed nodes, results) is stored, at most.
+PROGRESS_SAVE_INTERVAL_S = 0.5
 # Sessions run one node at a time (`all=false`) keep their tensors between invokes; this many at most.
 MAX_PARKED = 8
 
@@ -67,6 +69,7 @@ class Executor:
         self._task: asyncio.Task[None] | None = None
         self._save_task: asyncio.Task[None] | None = None
         self._dirty = False
+        self._finishing = asyncio.Event()
 
     @property
     def device_name(self) -> str:
@@ -184,7 +187,9 @@ class Executor:
                 session.status = "running"
                 self._cancel.clear()
                 self._running = session
-                await self.store.save(session)
+            # Stored behind the work, not before it: a crash before it lands leaves the session queued, and
+            # it simply runs again after the restart.
+            self._changed()
             self._queue_changed()
             self.events.emit(SessionStarted(session_id=session_id))
             try:
@@ -243,11 +248,17 @@ class Executor:
         while self._dirty and self._running is not None:
             self._dirty = False
             await self.store.save(self._running)
+            # At most a few saves a second: each is an fsync, and a small model's whole image takes less
+            # time than a handful of them. The final save does not wait for this pause.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finishing.wait(), PROGRESS_SAVE_INTERVAL_S)
 
     async def _final_save(self, session: Session) -> None:
         if self._save_task is not None:
+            self._finishing.set()
             with contextlib.suppress(Exception):
                 await self._save_task
+            self._finishing.clear()
         self._dirty = False
         await self.store.save(session)
 

@@ -137,22 +137,27 @@ class SessionRun:
         return inputs
 
     async def _iterate(self, node: IterateNode, context: Context, inputs: dict[str, Any]) -> list[_Execution]:
-        prepared = self._prepared_id(node.id, context)
-        self._started(node, prepared)
+        """One execution per item, each an invocation of its own (`<id>#<index>`) with `item`, `index`, `total`."""
+        self.cancel_point()
         collection = inputs.get("collection", node.collection)
+        problem = None
         if not isinstance(collection, list):
-            self._fail(node, prepared, NodeError(f"`{node.id}.collection` must be a list"))
-        if len(collection) > MAX_ITEMS:
-            self._fail(node, prepared, NodeError(f"`{node.id}` iterates {len(collection)} items; at most {MAX_ITEMS}"))
-        executions = [
-            _Execution(
-                context=(*context, (node.id, index)),
-                node_id=prepared,
-                output=IterateOutput(item=item, index=index, total=len(collection)),
-            )
-            for index, item in enumerate(collection)
-        ]
-        self._record(node, prepared, CollectionOutput(collection=collection), cached=False)
+            problem = NodeError(f"`{node.id}.collection` must be a list")
+        elif len(collection) > MAX_ITEMS:
+            problem = NodeError(f"`{node.id}` iterates {len(collection)} items; at most {MAX_ITEMS}")
+        if problem is not None:
+            prepared = self._prepared_id(node.id, context)
+            self._started(node, prepared)
+            self._fail(node, prepared, problem)
+        executions = []
+        for index, item in enumerate(collection):
+            item_context = self._merge(context, ((node.id, index),))
+            assert item_context is not None
+            prepared = self._prepared_id(node.id, item_context)
+            output = IterateOutput(item=item, index=index, total=len(collection))
+            self._started(node, prepared)
+            self._record(node, prepared, output, cached=False)
+            executions.append(_Execution(context=item_context, node_id=prepared, output=output))
         return executions
 
     async def _collect(self, node: CollectNode) -> None:

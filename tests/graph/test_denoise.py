@@ -10,6 +10,7 @@ from compel import Compel
 from diffusers import StableDiffusionPipeline
 
 from server.graph.denoise import decode_latents, denoise, encode_image, make_noise
+from server.graph.nodes.conditioning import encode_prompt
 from server.graph.schedulers import SCHEDULER_NAMES, make_scheduler
 
 PROMPT = "a lighthouse at dusk"
@@ -74,6 +75,25 @@ def test_unweighted_compel_prompt_is_the_pipelines_embedding(pipe, embeddings):
     expected_positive, expected_negative = pipe.encode_prompt(PROMPT, "cpu", 1, True, "")
     assert torch.equal(positive, expected_positive)
     assert torch.equal(negative, expected_negative)
+
+
+@pytest.mark.parametrize(
+    "prompt", ["a lighthouse at dusk", "", "lighthouse, " * 60 + "the end", "ÉTÉ à l'île, 1920s photo; f/2.8"]
+)
+def test_plain_prompts_skip_compels_parser_with_the_same_result(pipe, prompt):
+    compel = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, truncate_long_prompts=True)
+    with torch.inference_mode():
+        expected = compel(prompt)
+    got = encode_prompt(prompt, pipe.tokenizer, pipe.text_encoder)
+    assert torch.equal(got, expected)
+    assert torch.equal(got, pipe.encode_prompt(prompt, "cpu", 1, False)[0])
+
+
+def test_weighted_prompts_go_through_compel(pipe):
+    compel = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, truncate_long_prompts=True)
+    for prompt in ("a lighthouse++ at (dusk)1.3", "a [lighthouse]", '("dusk", "dawn").blend(0.5, 0.5)', "sci-fi"):
+        with torch.inference_mode():
+            assert torch.equal(encode_prompt(prompt, pipe.tokenizer, pipe.text_encoder), compel(prompt)), prompt
 
 
 def test_prompt_weighting_changes_the_embedding(pipe, embeddings):

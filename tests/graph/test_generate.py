@@ -146,6 +146,9 @@ def test_iterate_over_three_seeds_gives_three_images(generation):
     assert session["results"]["all"]["collection"] == [{"image_name": name} for name in names]
     # compel and the model loader ran once; noise, denoise and decode once per seed
     assert session["executed"].count("pos") == 1
+    assert [session["results"][f"each#{i}"] for i in range(3)] == [
+        {"type": "iterate_output", "item": 10 + i, "index": i, "total": 3} for i in range(3)
+    ]
     assert {n for n in session["executed"] if n.startswith("noise")} == {"noise#0", "noise#1", "noise#2"}
     seeds = [json.loads(fetch(client, name).text["invokeai_metadata"])["seed"] for name in names]
     assert seeds == [10, 11, 12]
@@ -262,3 +265,26 @@ def test_rand_int_is_never_served_from_the_cache(generation):
         values.append(session["results"]["d"]["value"])
         assert [e.cached for e in events.of(session["id"], InvocationComplete)] == [False]
     assert all(1 <= value < 7 for value in values)
+
+
+def test_an_image_deleted_before_the_run_fails_the_session(generation):
+    client, events = generation
+    source = image_of(run_graph(client, events, t2i_graph(seed=4, metadata=False)))
+    graph = {
+        "id": "blur",
+        "nodes": {"img": {"type": "image", "image": {"image_name": source}}, "blur": {"type": "img_blur"}},
+        "edges": [edge("img", "image", "blur", "image")],
+    }
+    created = client.post("/api/v1/sessions/", json=graph).json()
+    assert client.delete(f"/api/v1/images/{source}").status_code == 204
+    client.put(f"/api/v1/sessions/{created['id']}/invoke")
+    assert events.wait_finished(created["id"]).status == "failed"
+    assert client.get(f"/api/v1/sessions/{created['id']}").json()["errors"] == {
+        "img": f"image {source!r} does not exist"
+    }
+    # and a graph naming an image that is already gone is refused up front
+    response = client.post("/api/v1/sessions/", json=graph)
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"loc": ["body", "nodes", "img", "image"], "msg": f"image {source!r} does not exist"}
+    ]

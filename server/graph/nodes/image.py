@@ -26,8 +26,9 @@ class ImageNode(Node, tag="image", kw_only=True):
     category = "image"
 
     def invoke(self, ctx: InvocationContext) -> ImageOutput:
-        image = ctx.open_image(self.image.image_name)
-        return ImageOutput(image=self.image, width=image.width, height=image.height)
+        assert self.image is not None
+        dto = ctx.image_dto(self.image.image_name)  # its record has the size: no need to decode the file
+        return ImageOutput(image=self.image, width=dto.width, height=dto.height)
 
 
 class _ImageOperation(Node, kw_only=True):
