@@ -119,7 +119,8 @@ function query(offset, limit) {
 }
 
 async function loadMore() {
-  if (loading || done) return;
+  // Nothing loads before the first reload(), which waits for the WebSocket subscription to be in place.
+  if (loading || done || !generation) return;
   loading = true;
   const mine = generation;
   $("#gallery-loading").hidden = false;
@@ -146,8 +147,9 @@ async function loadMore() {
       loading = false;
       $("#gallery-loading").hidden = true;
       renderTotal();
-      // The sentinel may still be on screen (a tall window, a short page): keep filling.
-      if (!done && sentinelVisible) requestAnimationFrame(loadMore);
+      // The end of the grid may still be in view (a tall window, a short page): keep filling. Measured now,
+      // after this page's tiles are in, not from the observer's last report, which predates them.
+      if (!done) requestAnimationFrame(() => nearEnd() && loadMore());
     }
   }
 }
@@ -184,15 +186,19 @@ async function catchUp() {
   }
 }
 
-let sentinelVisible = false;
+const LOOKAHEAD_PX = 800; // start fetching the next page this far before the end of the grid comes into view
+
+function nearEnd() {
+  if ($("#page-gallery").hidden) return false;
+  return $("#gallery-sentinel").getBoundingClientRect().top < window.innerHeight + LOOKAHEAD_PX;
+}
 
 function observe() {
   const observer = new IntersectionObserver(
     (entries) => {
-      sentinelVisible = entries.some((entry) => entry.isIntersecting);
-      if (sentinelVisible && !$("#page-gallery").hidden) loadMore();
+      if (entries.some((entry) => entry.isIntersecting) && !$("#page-gallery").hidden) loadMore();
     },
-    { rootMargin: "800px 0px" },
+    { rootMargin: `${LOOKAHEAD_PX}px 0px` },
   );
   observer.observe($("#gallery-sentinel"));
 }
@@ -367,7 +373,7 @@ export function initGallery() {
   bus.on("image_updated", (event) => onUpdated(event.image));
   bus.on("image_deleted", (event) => onDeleted(event.image_name));
   bus.on("page-shown", (page) => {
-    if (page === "gallery" && sentinelVisible) loadMore();
+    if (page === "gallery" && nearEnd()) loadMore();
   });
   bus.on("ready", ({ first, resync }) => {
     if (first) reload();

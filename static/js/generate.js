@@ -142,7 +142,7 @@ function readForm() {
   const width = get(checkInteger("width", "Width"));
   const height = get(checkInteger("height", "Height"));
   const steps = get(checkInteger("steps", "Steps"));
-  const count = get(checkInteger("count", "Number of images"));
+  const count = get(checkInteger("count", "Images"));
   const randomize = field("randomize").checked;
   const seed = randomize ? 0 : get(checkInteger("seed", "Seed"));
   if (randomize) field("seed").setCustomValidity("");
@@ -217,6 +217,8 @@ async function submit(event) {
     }
     updateCancelButtons();
     renderQueue();
+    // On a phone the run panel sits under the form: bring the preview into view.
+    if (window.matchMedia("(max-width: 800px)").matches) $(".run-panel").scrollIntoView({ block: "start" });
   } catch (error) {
     const details = (error.errors ?? []).map(describeProblem);
     errorBox.textContent = [errorText(error), ...details].join(" · ");

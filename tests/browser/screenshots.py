@@ -73,10 +73,15 @@ def take(out: Path) -> None:
                 # Generate, caught mid-run: preview, step bar, queue with one waiting.
                 fill(page, PROMPTS[0], 192, 400, 4242, count=2)
                 page.click("#gen-invoke")
-                page.wait_for_selector("#gen-status:has-text('Step 12 of')")
+                # Progress may be coalesced (latest wins), so wait for "far enough", not for one exact step.
+                page.wait_for_function(
+                    "document.getElementById('gen-status').textContent.endsWith(' of 400')"
+                    " && document.getElementById('gen-progress').value >= 12 / 400"
+                )
                 page.evaluate("window.scrollTo(0, 0)")
                 page.screenshot(path=str(out / "generate.png"))
                 page.set_viewport_size({"width": 390, "height": 844})
+                page.evaluate("document.querySelector('.run-panel').scrollIntoView()")
                 page.screenshot(path=str(out / "generate-phone.png"))
                 page.set_viewport_size({"width": 1280, "height": 800})
                 page.click("#gen-cancel-all")

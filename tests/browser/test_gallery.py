@@ -4,7 +4,9 @@ star and filter, delete, paging as you scroll, and the keyboard."""
 from __future__ import annotations
 
 import base64
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -181,3 +183,41 @@ def test_keyboard_moves_through_the_grid_and_opens_and_closes_the_viewer(ui: Ui,
     ui.page.wait_for_selector("#viewer", state="hidden", timeout=WAIT_MS)
     # Focus goes back where it was.
     assert ui.page.evaluate("document.activeElement.closest('.tile')?.dataset.name") == names[1]
+
+
+def test_the_gallery_loads_a_page_at_a_time_as_you_scroll_and_prepends_new_images(ui: Ui, server: ServerProcess):
+    with server.api() as api, ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: upload(api, png_bytes(32, 48, (i % 256, 90, 160)), f"p{i}.png"), range(230)))
+        expected = []
+        while len(expected) < api.get("/images/", params={"limit": 1}).json()["total"]:
+            page = api.get("/images/", params={"offset": len(expected), "limit": 500}).json()
+            expected += [image["image_name"] for image in page["items"]]
+    total = len(expected)
+    listed: list[str] = []
+    ui.page.on("request", lambda r: listed.append(r.url) if "/api/v1/images/?" in r.url else None)
+
+    ui.open("#/gallery")
+    ui.page.wait_for_selector(f"#gallery-total:has-text('{total:,} images')", timeout=WAIT_MS)
+    assert len(ui.gallery_names()) == 100, "the first screen should hold one page, not everything"
+    first_tile = ui.page.query_selector("#gallery-grid .tile")
+    img = first_tile.query_selector("img")
+    assert img.get_attribute("loading") == "lazy"
+    assert img.get_attribute("width") and img.get_attribute("height")
+    ui.page.evaluate("document.querySelector('#gallery-grid .tile').__kept = true")
+
+    while len(ui.gallery_names()) < total:
+        shown = len(ui.gallery_names())
+        ui.page.evaluate("document.getElementById('gallery-sentinel').scrollIntoView()")
+        ui.page.wait_for_function(f"document.querySelectorAll('#gallery-grid .tile').length > {shown}", timeout=WAIT_MS)
+    assert ui.gallery_names() == expected
+    limits = [int(parse_qs(urlsplit(url).query)["limit"][0]) for url in listed]
+    assert all(limit <= 500 for limit in limits) and len(listed) == -(-total // 100), [u.split("?")[1] for u in listed]
+
+    # A new image goes on top; the tiles already there are left alone (not re-rendered).
+    with server.api() as api:
+        newest = upload(api, png_bytes(color=(255, 255, 255)), "newest.png")["image_name"]
+    ui.page.wait_for_function(
+        "n => document.querySelector('#gallery-grid .tile').dataset.name === n", arg=newest, timeout=WAIT_MS
+    )
+    assert ui.page.evaluate(f"document.querySelector('.tile[data-name=\"{expected[0]}\"]').__kept") is True
+    assert len(ui.gallery_names()) == total + 1
