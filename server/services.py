@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
@@ -12,6 +12,8 @@ from server.db import Database
 from server.ws.hub import EventHub
 
 if TYPE_CHECKING:
+    from server.graph.executor import Executor
+    from server.graph.session import SessionStore
     from server.images.service import ImageService
     from server.models.manager import ModelManager
 
@@ -23,8 +25,8 @@ class Services:
     events: EventHub
     images: ImageService = None  # type: ignore[assignment]
     models: ModelManager = None  # type: ignore[assignment]
-    executor: Any = None
-    sessions: Any = None
+    executor: Executor = None  # type: ignore[assignment]
+    sessions: SessionStore = None  # type: ignore[assignment]
 
 
 def services(connection: HTTPConnection) -> Services:
