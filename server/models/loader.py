@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ class ModelLoader:
 
     def ensure_device(self) -> None:
         if self.device is None:
+            _quiet_libraries()
             self.device, self.dtype = resolve_device(self.settings.device, self.settings.precision)
             log.info("generation runs on %s (%s)", self.device, str(self.dtype).removeprefix("torch."))
 
@@ -198,10 +200,25 @@ class ModelLoader:
         return scheduler
 
     def _place(self, module: Any) -> Any:
-        module = module.to(self.device, self.dtype)
+        # Loaded in the right dtype already (torch_dtype): a cast here would undo per-module exceptions.
+        module = module.to(self.device)
         module.eval()
         module.requires_grad_(False)
         return module
+
+
+def _quiet_libraries() -> None:
+    """Progress bars and advice to install accelerate/torchvision belong in a notebook, not the server log."""
+    # Some of the advice is printed while the libraries import: their environment switches come first.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def _fix_tokenizer(tokenizer: Any) -> Any:
