@@ -217,6 +217,24 @@ function onCreated(image) {
   renderTotal();
 }
 
+let totalTimer = null;
+
+/** Ask the server for the count when an event alone cannot tell (an image we never loaded changed). */
+function refreshTotalSoon() {
+  clearTimeout(totalTimer);
+  const mine = generation;
+  totalTimer = setTimeout(async () => {
+    try {
+      const page = await api.get("/images/", { query: query(0, 1) });
+      if (mine !== generation) return;
+      total = page.total;
+      renderTotal();
+    } catch (error) {
+      console.warn("could not count images", error);
+    }
+  }, 300);
+}
+
 function onUpdated(image) {
   const entry = tiles.get(image.image_name);
   if (entry && matches(image)) refreshTile(entry, image);
@@ -225,15 +243,20 @@ function onUpdated(image) {
     nextOffset -= 1;
     total -= 1;
   } else if (matches(image)) {
+    // New to this filter (starred just now), or simply further down than we have loaded: only the server
+    // knows which, so it places the tile if its spot is loaded and lets the server count.
     if (insert(image)) nextOffset += 1;
-    total += 1;
+    refreshTotalSoon();
   }
   ensureTabStop();
   renderTotal();
 }
 
 function onDeleted(name) {
-  if (!tiles.has(name)) return;
+  if (!tiles.has(name)) {
+    refreshTotalSoon(); // one we had not loaded, or one the filter hides: the count may still change
+    return;
+  }
   remove(name);
   nextOffset -= 1;
   total -= 1;

@@ -81,6 +81,8 @@ async function boot() {
   // Handy for people poking at the page from devtools, and for the browser tests.
   window.imagegraph = { socket, store, bus, hasToken: () => Boolean(getToken()) };
   window.addEventListener("pagehide", () => socket.stop());
+  // Back from the back/forward cache: reconnect, and `since` replays what happened meanwhile.
+  window.addEventListener("pageshow", (event) => event.persisted && socket.start());
 }
 
 boot();
