@@ -31,6 +31,8 @@ from server.ws.hub import EventHub
 log = logging.getLogger(__name__)
 
 CRASH_REASON = "The server stopped while this session was running; invoke it again to run it from the start"
+# How long a stopping server waits for the node in flight to notice it was canceled.
+STOP_WAIT_S = 10.0
 # How often a running session's progress (executed nodes, results) is stored, at most.
 PROGRESS_SAVE_INTERVAL_S = 0.5
 # Sessions run one node at a time (`all=false`) keep their tensors between invokes; this many at most.
@@ -100,7 +102,10 @@ class Executor:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # Let the node in flight reach its next cancel check (one step) while the image service and the
+        # database it may be using are still open; a step that takes longer is left to finish on its own.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True), STOP_WAIT_S)
 
     # the interface routes use
 
@@ -179,30 +184,36 @@ class Executor:
             while not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            async with self._lock:
-                session_id = self._pending.popleft()
-                session = await self.store.get(session_id)
-                if session is None or session.status != "queued":
-                    continue
-                session.status = "running"
-                self._cancel.clear()
-                self._running = session
-            # Stored behind the work, not before it: a crash before it lands leaves the session queued, and
-            # it simply runs again after the restart.
-            self._changed()
-            self._queue_changed()
-            self.events.emit(SessionStarted(session_id=session_id))
             try:
-                await self._execute(session, services)
-            finally:
-                self._running = None
-                self._run = None
-            # Announced once stored and off the queue: whoever hears it finds the final state everywhere.
-            if session.status == "canceled":
-                self.events.emit(SessionCanceled(session_id=session.id))
-            if session.status in FINISHED:
-                self.events.emit(SessionComplete(session_id=session.id, status=session.status))
+                await self._next(services)
+            except Exception:  # e.g. the database failing: log it, keep serving the queue
+                log.exception("the executor failed to run a session")
+
+    async def _next(self, services: RunServices) -> None:
+        async with self._lock:
+            session_id = self._pending.popleft()
+            session = await self.store.get(session_id)
+            if session is None or session.status != "queued":
+                return
+            session.status = "running"
+            self._cancel.clear()
+            self._running = session
+        # Stored behind the work, not before it: a crash before it lands leaves the session queued, and it
+        # simply runs again after the restart.
+        self._changed()
+        self._queue_changed()
+        self.events.emit(SessionStarted(session_id=session_id))
+        try:
+            await self._execute(session, services)
+        finally:
+            self._running = None
+            self._run = None
             self._queue_changed()
+        # Announced once stored and off the queue: whoever hears it finds the final state everywhere.
+        if session.status == "canceled":
+            self.events.emit(SessionCanceled(session_id=session.id))
+        if session.status in FINISHED:
+            self.events.emit(SessionComplete(session_id=session.id, status=session.status))
 
     async def _execute(self, session: Session, services: RunServices) -> None:
         run = self._parked.pop(session.id, None)
