@@ -3,6 +3,8 @@ and add what it finds; import by path (and its error in words); edit, convert, m
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,3 +152,23 @@ def test_edit_convert_merge_and_delete(ui: Ui, server: ServerProcess, tiny_cache
     with server.api() as api:
         assert api.get("/models/sd-1/main/epsilon").status_code == 404
     assert other.exists()  # only the entry went: files outside the models folder are never deleted
+
+
+def test_a_model_whose_file_goes_bad_shows_its_error_and_cannot_be_picked(
+    ui: Ui, server: ServerProcess, tiny_cache, tmp_path: Path
+):
+    checkpoint = copy_tiny_model(tiny_cache, tmp_path / "zeta.safetensors", "checkpoint")
+    with server.api() as api:
+        assert api.post("/models/import", json={"location": str(checkpoint)}).status_code == 201
+    ui.open("#/models")
+    ui.page.wait_for_selector(card("zeta"), timeout=WAIT_MS)
+
+    # Garbage where the weights were, dated a minute ago (so it is not taken for a file still being written);
+    # it lies outside every watched folder, so it is the Sync button that finds out.
+    checkpoint.write_bytes(b"not a safetensors file" * 10)
+    past = time.time() - 60
+    os.utime(checkpoint, (past, past))
+    ui.page.click("#models-sync")
+    error = ui.page.wait_for_selector(f"{card('zeta')}.has-error .model-error", timeout=WAIT_MS)
+    assert error.inner_text().startswith("Unusable: ")
+    assert ui.page.is_disabled('#gen-model option[value="sd-1/main/zeta"]')
