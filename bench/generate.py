@@ -34,6 +34,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import httpx
 from common import free_port, median, wait_for_200
 
+from server.graph.standard import txt2img_graph
+
 PROMPT = "a lighthouse at dusk, oil painting"
 SEED = 42
 CFG = 7.5
@@ -250,56 +252,17 @@ class Server:
 
 
 def graph(model: dict[str, str], size: int, steps: int) -> dict[str, Any]:
-    """The contract's standard text-to-image graph."""
-
-    def edge(source: str, source_field: str, destination: str, destination_field: str) -> dict[str, Any]:
-        return {
-            "source": {"node_id": source, "field": source_field},
-            "destination": {"node_id": destination, "field": destination_field},
-        }
-
-    return {
-        "id": "bench",
-        "nodes": {
-            "model": {"id": "model", "type": "main_model_loader", "model": model},
-            "pos": {"id": "pos", "type": "compel", "prompt": PROMPT},
-            "neg": {"id": "neg", "type": "compel", "prompt": ""},
-            "noise": {"id": "noise", "type": "noise", "seed": SEED, "width": size, "height": size},
-            "denoise": {
-                "id": "denoise",
-                "type": "denoise_latents",
-                "steps": steps,
-                "cfg_scale": CFG,
-                "scheduler": SCHEDULER,
-            },
-            "decode": {"id": "decode", "type": "l2i"},
-            "meta": {
-                "id": "meta",
-                "type": "metadata_accumulator",
-                "generation_mode": "txt2img",
-                "positive_prompt": PROMPT,
-                "negative_prompt": "",
-                "seed": SEED,
-                "width": size,
-                "height": size,
-                "steps": steps,
-                "cfg_scale": CFG,
-                "scheduler": SCHEDULER,
-                "model": model,
-            },
-        },
-        "edges": [
-            edge("model", "clip", "pos", "clip"),
-            edge("model", "clip", "neg", "clip"),
-            edge("model", "unet", "denoise", "unet"),
-            edge("pos", "conditioning", "denoise", "positive_conditioning"),
-            edge("neg", "conditioning", "denoise", "negative_conditioning"),
-            edge("noise", "noise", "denoise", "noise"),
-            edge("denoise", "latents", "decode", "latents"),
-            edge("model", "vae", "decode", "vae"),
-            edge("meta", "metadata", "decode", "metadata"),
-        ],
-    }
+    return txt2img_graph(
+        model,
+        PROMPT,
+        seed=SEED,
+        width=size,
+        height=size,
+        steps=steps,
+        cfg_scale=CFG,
+        scheduler=SCHEDULER,
+        graph_id="bench",
+    )
 
 
 # -- main ----------------------------------------------------------------------------------------------

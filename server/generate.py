@@ -21,6 +21,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import msgspec
 
+from server.graph.standard import txt2img_graph
+
 DEFAULT_SERVER = "http://127.0.0.1:9090"
 MAX_SEED = 2**32 - 1
 FINISHED = ("completed", "failed", "canceled")
@@ -51,50 +53,18 @@ class Request:
     token: str | None = None
 
 
-def txt2img_graph(request: Request, model: dict[str, str], seed: int) -> dict[str, Any]:
-    """The standard text-to-image graph, exactly as the contract spells it."""
-    size = {"width": request.width, "height": request.height}
-    sampling = {"steps": request.steps, "cfg_scale": request.cfg, "scheduler": request.scheduler}
-    return {
-        "id": "t2i",
-        "nodes": {
-            "model": {"id": "model", "type": "main_model_loader", "model": model},
-            "pos": {"id": "pos", "type": "compel", "prompt": request.prompt},
-            "neg": {"id": "neg", "type": "compel", "prompt": request.negative},
-            "noise": {"id": "noise", "type": "noise", "seed": seed, **size},
-            "denoise": {"id": "denoise", "type": "denoise_latents", **sampling},
-            "decode": {"id": "decode", "type": "l2i"},
-            "meta": {
-                "id": "meta",
-                "type": "metadata_accumulator",
-                "generation_mode": "txt2img",
-                "positive_prompt": request.prompt,
-                "negative_prompt": request.negative,
-                "seed": seed,
-                **size,
-                **sampling,
-                "model": model,
-            },
-        },
-        "edges": [
-            _edge("model", "clip", "pos", "clip"),
-            _edge("model", "clip", "neg", "clip"),
-            _edge("model", "unet", "denoise", "unet"),
-            _edge("pos", "conditioning", "denoise", "positive_conditioning"),
-            _edge("neg", "conditioning", "denoise", "negative_conditioning"),
-            _edge("noise", "noise", "denoise", "noise"),
-            _edge("denoise", "latents", "decode", "latents"),
-            _edge("model", "vae", "decode", "vae"),
-            _edge("meta", "metadata", "decode", "metadata"),
-        ],
-    }
-
-
-def _edge(source: str, source_field: str, destination: str, destination_field: str) -> dict[str, Any]:
-    return {
-        "source": {"node_id": source, "field": source_field},
-        "destination": {"node_id": destination, "field": destination_field},
-    }
+def request_graph(request: Request, model: dict[str, str], seed: int) -> dict[str, Any]:
+    return txt2img_graph(
+        model,
+        request.prompt,
+        negative=request.negative,
+        seed=seed,
+        width=request.width,
+        height=request.height,
+        steps=request.steps,
+        cfg_scale=request.cfg,
+        scheduler=request.scheduler,
+    )
 
 
 def websocket_url(server: str, token: str | None) -> str:
@@ -195,7 +165,7 @@ async def generate(request: Request, run: Run, make_bar: Callable[..., Any], say
         model = await pick_model(client, request.model)
         first_seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
         request.out.mkdir(parents=True, exist_ok=True)
-        graphs = [txt2img_graph(request, model, (first_seed + i) % (MAX_SEED + 1)) for i in range(request.count)]
+        graphs = [request_graph(request, model, (first_seed + i) % (MAX_SEED + 1)) for i in range(request.count)]
         for index, graph in enumerate(graphs):
             session = (await client.call("POST", "/sessions/", json=graph)).json()
             job = Job(index=index, seed=graph["nodes"]["noise"]["seed"], session_id=session["id"])

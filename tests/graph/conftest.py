@@ -4,7 +4,6 @@ registered, and a recorder of the events it emits."""
 from __future__ import annotations
 
 import contextlib
-import copy
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,17 +13,11 @@ from starlette.testclient import TestClient
 
 from server.app import build_app
 from server.config import Settings
+from server.graph.standard import txt2img_graph
 from server.ws.events import Event, SessionComplete
 from tests.conftest import BASE_URL
 
 MODEL = {"model_name": "tiny", "base_model": "sd-1", "model_type": "main"}
-
-
-def edge(source: str, source_field: str, destination: str, destination_field: str) -> dict[str, Any]:
-    return {
-        "source": {"node_id": source, "field": source_field},
-        "destination": {"node_id": destination, "field": destination_field},
-    }
 
 
 def t2i_graph(
@@ -39,48 +32,17 @@ def t2i_graph(
     metadata: bool = True,
 ) -> dict[str, Any]:
     """The standard text-to-image graph of API.md, at test size."""
-    model = copy.deepcopy(model or MODEL)
-    nodes: dict[str, Any] = {
-        "model": {"id": "model", "type": "main_model_loader", "model": model},
-        "pos": {"id": "pos", "type": "compel", "prompt": prompt},
-        "neg": {"id": "neg", "type": "compel", "prompt": ""},
-        "noise": {"id": "noise", "type": "noise", "seed": seed, "width": size, "height": size},
-        "denoise": {
-            "id": "denoise",
-            "type": "denoise_latents",
-            "steps": steps,
-            "cfg_scale": cfg_scale,
-            "scheduler": scheduler,
-        },
-        "decode": {"id": "decode", "type": "l2i"},
-    }
-    edges = [
-        edge("model", "clip", "pos", "clip"),
-        edge("model", "clip", "neg", "clip"),
-        edge("model", "unet", "denoise", "unet"),
-        edge("pos", "conditioning", "denoise", "positive_conditioning"),
-        edge("neg", "conditioning", "denoise", "negative_conditioning"),
-        edge("noise", "noise", "denoise", "noise"),
-        edge("denoise", "latents", "decode", "latents"),
-        edge("model", "vae", "decode", "vae"),
-    ]
-    if metadata:
-        nodes["meta"] = {
-            "id": "meta",
-            "type": "metadata_accumulator",
-            "generation_mode": "txt2img",
-            "positive_prompt": prompt,
-            "negative_prompt": "",
-            "seed": seed,
-            "width": size,
-            "height": size,
-            "steps": steps,
-            "cfg_scale": cfg_scale,
-            "scheduler": scheduler,
-            "model": copy.deepcopy(model),
-        }
-        edges.append(edge("meta", "metadata", "decode", "metadata"))
-    return {"id": "t2i", "nodes": nodes, "edges": edges}
+    return txt2img_graph(
+        model or MODEL,
+        prompt,
+        seed=seed,
+        width=size,
+        height=size,
+        steps=steps,
+        cfg_scale=cfg_scale,
+        scheduler=scheduler,
+        metadata=metadata,
+    )
 
 
 WAIT = 120.0

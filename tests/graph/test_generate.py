@@ -9,6 +9,7 @@ import msgspec
 import numpy as np
 from PIL import Image
 
+from server.graph.standard import edge
 from server.ws.events import (
     GeneratorProgress,
     ImageCreated,
@@ -18,7 +19,7 @@ from server.ws.events import (
     SessionComplete,
     SessionStarted,
 )
-from tests.graph.conftest import MODEL, edge, generation_app, run_graph, t2i_graph
+from tests.graph.conftest import MODEL, generation_app, run_graph, t2i_graph
 
 STANDARD_NODES = ["model", "pos", "neg", "noise", "denoise", "meta", "decode"]
 

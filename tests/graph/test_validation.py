@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.graph.conftest import edge, t2i_graph
+from server.graph.standard import edge
+from tests.graph.conftest import t2i_graph
 
 SESSIONS = "/api/v1/sessions/"
 

@@ -18,7 +18,7 @@ from PIL import Image
 from websockets.sync.client import ClientConnection, connect
 
 from server.config import Settings
-from server.generate import Request, txt2img_graph
+from server.graph.standard import txt2img_graph
 from server.ws.events import Event, GeneratorProgress, ProgressImage
 from tests.conftest import LiveServer, start_live_server
 from tests.ws.conftest import RawClient, free_port, hub_of, on_loop, receive, send, synced, wait_until
@@ -28,8 +28,8 @@ STEPS = 8
 
 
 def create_session(api: httpx.Client, seed: int = 1, steps: int = STEPS) -> str:
-    request = Request(prompt="a lighthouse at dusk", width=64, height=64, steps=steps, seed=seed)
-    created = api.post("/sessions/", json=txt2img_graph(request, MODEL, seed))
+    graph = txt2img_graph(MODEL, "a lighthouse at dusk", seed=seed, width=64, height=64, steps=steps)
+    created = api.post("/sessions/", json=graph)
     assert created.status_code == 201, created.text
     return created.json()["id"]
 
