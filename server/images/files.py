@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
+from server.fileio import atomic_write
 from server.images.names import is_image_name, thumbnail_name
 
 log = logging.getLogger(__name__)
@@ -170,27 +171,8 @@ def _has_alpha(image: Image.Image) -> bool:
 
 
 def _atomic_write(path: Path, data: bytes) -> os.stat_result:
-    temp = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-    try:
-        with open(temp, "xb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        _unlink(temp)
-        raise
-    _fsync_dir(path.parent)
-    return os.stat(path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename is durable only once the directory entry is on disk.
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    # The temporary name starts with TEMP_PREFIX so start-up reconciliation recognises leftovers.
+    return atomic_write(path, data, temp_name=f"{TEMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
 
 
 def _unlink(path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from server.fileio import atomic_write
 from server.models.schema import ModelConfig, ModelFormat, ModelVariant, PredictionType
 
 log = logging.getLogger(__name__)
@@ -258,6 +259,7 @@ class Registry:
             document[key] = rows[key]
         text = yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
         data = text.encode("utf-8")
+        self.yaml_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.yaml_path, data)
         self._digest = hashlib.blake2b(data, digest_size=16).digest()
 
@@ -297,27 +299,3 @@ def _reason(exc: msgspec.ValidationError) -> str:
         field, field
     )
     return f"has a bad `{field}`: {reason}" if field else f"is invalid: {reason}"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a mix, even after a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

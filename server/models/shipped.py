@@ -11,11 +11,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from functools import cache
 from pathlib import Path
+
+from server.fileio import publish_folder
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 LEGACY_DIR = CONFIGS_DIR / "stable-diffusion"
@@ -42,7 +42,7 @@ def bases_with_configs() -> list[str]:
     return sorted(p.name for p in DIFFUSERS_DIR.iterdir() if (p / "model_index.json").is_file())
 
 
-def _bytes_to_unicode() -> list[str]:
+def bytes_to_unicode() -> list[str]:
     """CLIP's byte -> printable-character table, in CLIP's order (printable bytes first)."""
     bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs = bs[:]
@@ -60,7 +60,7 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
     """CLIP's tokenizer vocabulary and merges, built the way CLIP's own simple_tokenizer builds them."""
     lines = gzip.decompress(CLIP_BPE.read_bytes()).decode("utf-8").split("\n")
     merges = lines[1 : _CLIP_MERGES + 1]  # the first line is a version header
-    symbols = _bytes_to_unicode()
+    symbols = bytes_to_unicode()
     tokens = [*symbols, *(s + "</w>" for s in symbols), *(m.replace(" ", "") for m in merges)]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     return {token: i for i, token in enumerate(tokens)}, merges
@@ -79,9 +79,7 @@ def config_dir(base: str, cache_dir: Path) -> Path | None:
     target = cache_dir / f"{base}-{digest.hexdigest()[:16]}"
     if target.is_dir():
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache_dir))
-    try:
+    with publish_folder(target) as tmp:
         for path in files:
             dest = tmp / path.relative_to(source)
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -90,12 +88,4 @@ def config_dir(base: str, cache_dir: Path) -> Path | None:
         for tokenizer in tmp.glob("tokenizer*/"):
             (tokenizer / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
             (tokenizer / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o755)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():  # anything but "another caller built it first" is a real error
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from server.fileio import publish_folder
 from server.models.tiny import CKPT_CONFIG_KEY, MODEL_INDEX, SAFETENSORS_CONFIG_KEY, write_tokenizer
 
 if TYPE_CHECKING:
@@ -75,9 +73,7 @@ def diffusers_config_dir(checkpoint: Path, cache_dir: Path) -> Path | None:
     if target.is_dir():
         return target
     configs = _validated(text)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
+    with publish_folder(target) as tmp:
         (tmp / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2, sort_keys=True) + "\n")
         for name, rel in _COMPONENT_FILES.items():
             (tmp / rel).parent.mkdir()
@@ -85,14 +81,6 @@ def diffusers_config_dir(checkpoint: Path, cache_dir: Path) -> Path | None:
         tok = configs["tokenizer"]
         write_tokenizer(tmp / "tokenizer", tok["vocab"], tok["merges"], tok["config"])
         (tmp / EMBEDDED_MARKER).write_text(json.dumps({"source": "embedded"}) + "\n")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():  # anything but "another caller won the race" is a real error
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

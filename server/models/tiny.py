@@ -27,6 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
+from server.models.shipped import bytes_to_unicode
+
 SAFETENSORS_CONFIG_KEY = "imagegraph.diffusers_config"
 CKPT_CONFIG_KEY = "imagegraph_diffusers_config"
 
@@ -195,22 +197,9 @@ def _write_diffusers_folder(folder: Path, seed: int) -> tuple[Any, Any, Any]:
     return unet, vae, text_encoder
 
 
-def _bytes_to_unicode() -> list[str]:
-    """CLIP's byte -> printable-character table, in CLIP's order (printables first)."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs = bs[:]
-    extra = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in cs]
-
-
 def _bpe_vocab() -> tuple[dict[str, int], list[str]]:
     """CLIP-style vocab (bytes, bytes+</w>, one token per merge, then the two specials) and merges."""
-    symbols = _bytes_to_unicode()
+    symbols = bytes_to_unicode()
     words = [[*w[:-1], w[-1] + "</w>"] for w in _BPE_CORPUS.split()]
     merges: list[str] = []
     for _ in range(_BPE_MERGES):
