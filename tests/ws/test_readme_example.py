@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -10,7 +11,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from server.graph.standard import txt2img_graph
+
 README = Path(__file__).resolve().parents[2] / "README.md"
+EXAMPLE_GRAPH = Path(__file__).resolve().parents[2] / "examples" / "txt2img.json"
 
 
 def scripting_example() -> str:
@@ -19,19 +23,22 @@ def scripting_example() -> str:
     return code
 
 
+def test_the_example_graph_is_the_contract_graph():
+    graph = json.loads(EXAMPLE_GRAPH.read_text(encoding="utf-8"))
+    model = {"model_name": "tiny", "base_model": "sd-1", "model_type": "main"}
+    assert graph == txt2img_graph(model, "a lighthouse at dusk", seed=42, width=128, height=128, steps=8)
+
+
 def test_the_readme_example_generates_an_image(generation_server, tmp_path):
     live, _, _ = generation_server
     port = live.url.rsplit(":", 1)[1]
-    code = scripting_example()
-    for printed, small in (('"width": 512, "height": 512', '"width": 64, "height": 64'), ('"steps": 20', '"steps": 4')):
-        assert printed in code
-        code = code.replace(printed, small)
+    code = scripting_example().replace('open("examples/txt2img.json")', f'open("{EXAMPLE_GRAPH}")')
     code = code.replace("127.0.0.1:9090", f"127.0.0.1:{port}")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [f"step {step}/4" for step in range(1, 5)]
+    assert result.stdout.splitlines() == [f"step {step}/8" for step in range(1, 9)]
     (png,) = tmp_path.glob("*.png")
-    assert Image.open(png).size == (64, 64)
+    assert Image.open(png).size == (128, 128)
