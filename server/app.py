@@ -86,25 +86,22 @@ def build_app(settings: Settings) -> Starlette:
         hub.bind(asyncio.get_running_loop())
         svc = Services(settings=settings, db=db, events=hub)
         app.state.services = svc
-        stack = contextlib.AsyncExitStack()
-        stack.push_async_callback(db.close)
-        # Services start here in dependency order (images, models, executor); each pushes its own stop.
-        svc.images = ImageService(settings, db, hub)
-        await svc.images.start()
-        stack.push_async_callback(svc.images.stop)
-        # Reads models.yaml and starts the watcher; the first sync runs in the background.
-        svc.models = ModelManager(settings, hub)
-        await svc.models.start()
-        stack.push_async_callback(svc.models.stop)
-        # The executor starts last (it runs queued sessions, which need every other service) and stops first.
-        svc.sessions = SessionStore(db)
-        svc.executor = Executor(settings, hub, svc.sessions, svc.images, svc.models)
-        await svc.executor.start()
-        stack.push_async_callback(svc.executor.stop)
-        try:
+        # If a service fails to start, the ones already started are stopped again, in reverse order.
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(db.close)
+            svc.images = ImageService(settings, db, hub)
+            await svc.images.start()
+            stack.push_async_callback(svc.images.stop)
+            # Reads models.yaml and starts the watcher; the first sync runs in the background.
+            svc.models = ModelManager(settings, hub)
+            await svc.models.start()
+            stack.push_async_callback(svc.models.stop)
+            # The executor starts last (it runs queued sessions, which need every other service) and stops first.
+            svc.sessions = SessionStore(db)
+            svc.executor = Executor(settings, hub, svc.sessions, svc.images, svc.models)
+            await svc.executor.start()
+            stack.push_async_callback(svc.executor.stop)
             yield
-        finally:
-            await stack.aclose()
 
     app = Starlette(
         routes=[
