@@ -35,6 +35,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Longer names fail every file system call with ENAMETOOLONG (Linux NAME_MAX and PATH_MAX).
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+def usable(path: Path, what: str) -> Path:
+    """`path` if the operating system can look it up, else 422: a client's name too long for the file system
+    is a mistake in the request, not a server failure."""
+    raw = os.fsencode(path)
+    if len(raw) >= PATH_MAX or any(len(name) > NAME_MAX for name in raw.split(b"/")):
+        raise ApiError(
+            422, f"{what} is too long for the file system (at most {NAME_MAX} bytes a name, {PATH_MAX - 1} in all)"
+        )
+    return path
+
+
 class ModelManager:
     def __init__(self, settings: Settings, events: EventHub | None = None) -> None:
         self.settings = settings
@@ -144,8 +160,11 @@ class ModelManager:
             return shipped_path
         name = os.path.expanduser(config.config)
         for candidate in (Path(name), self.settings.configs_dir / name, self.root / name):
-            if candidate.is_absolute() and candidate.is_file():
-                return candidate
+            try:
+                if candidate.is_absolute() and candidate.is_file():
+                    return candidate
+            except OSError:  # e.g. a name too long for the file system: no file we could read
+                continue
         return None
 
     def diffusers_config_dir(self, config: ModelConfig) -> Path | None:
@@ -243,7 +262,7 @@ class ModelManager:
         path = Path(os.path.expanduser(value))
         if not path.is_absolute():
             raise ApiError(422, f"{what} must be an absolute path on the server, not {value!r}")
-        return Path(normpath(path))
+        return usable(Path(normpath(path)), what)
 
     def _existing_dir(self, value: str | None, default: Path, what: str) -> Path:
         if value is None:
@@ -281,7 +300,7 @@ class ModelManager:
         """The server path `location` names, or None for a Hugging Face repo id."""
         path = Path(os.path.expanduser(location))
         if not path.is_absolute():
-            if (self.root / location).exists():
+            if usable(self.root / location, "location").exists():
                 path = self.root / location
             elif download.REPO_ID.fullmatch(location):
                 return None
@@ -291,7 +310,7 @@ class ModelManager:
                     f"{location} does not exist; give an absolute path on the server, an http(s) URL "
                     "or a Hugging Face repo id (owner/name)",
                 )
-        path = Path(normpath(path))
+        path = usable(Path(normpath(path)), "location")
         self.check_allowed(path, "location")
         return path
 
@@ -374,7 +393,7 @@ class ModelManager:
         return config
 
     def _resolve_model_path(self, value: str) -> Path:
-        path = Path(self.registry.absolute(value))
+        path = usable(Path(self.registry.absolute(value)), "path")
         self.check_allowed(path, "path")
         if not path.exists():
             raise ApiError(404, f"path {value} does not exist")
@@ -417,7 +436,9 @@ class ModelManager:
         if renamed and path == current_path and self._inside(path, self.models_dir):
             # A model in our own folder follows its name: models/<base>/<type>/<name>[.ext].
             suffix = "" if path.is_dir() else path.suffix
-            target = self.models_dir / body.base_model / body.model_type / f"{body.model_name}{suffix}"
+            target = usable(
+                self.models_dir / body.base_model / body.model_type / f"{body.model_name}{suffix}", "model_name"
+            )
             if target.exists():
                 raise ApiError(409, f"{self.registry.stored_path(target)} already exists")
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -481,7 +502,7 @@ class ModelManager:
             )
         default = self.models_dir / config.base_model / config.model_type
         folder = self._existing_dir(dest, default, "convert_dest_directory")
-        target = folder / config.model_name
+        target = usable(folder / config.model_name, "model_name")
         if target.exists():
             raise ApiError(409, f"{target} already exists")
         try:
@@ -560,7 +581,7 @@ class ModelManager:
             raise ApiError(409, f"{key} is already registered")
         default = self.models_dir / base_model / "main"
         folder = self._existing_dir(request.merge_dest_directory, default, "merge_dest_directory")
-        target = folder / (f"{name}.safetensors" if is_checkpoint else name)
+        target = usable(folder / (f"{name}.safetensors" if is_checkpoint else name), "merged_model_name")
         if target.exists():
             raise ApiError(409, f"{target} already exists")
         try:

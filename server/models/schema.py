@@ -18,6 +18,8 @@ MODEL_TYPES: tuple[str, ...] = ("main", "vae", "lora", "controlnet", "embedding"
 
 # A model name becomes a file or folder name when the server moves or writes the model.
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^/\\\x00]+$")]
+# A path on the server as a client gives it: no operating system takes a NUL byte in a path.
+PathText = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*$")]
 
 
 class ModelIdentifier(msgspec.Struct, kw_only=True):
@@ -38,14 +40,14 @@ class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     base_model: BaseModel
     model_type: ModelType
     # As stored in models.yaml: relative to the root when inside it, absolute otherwise.
-    path: str
+    path: PathText
     description: str | None
     model_format: ModelFormat
     variant: ModelVariant
     prediction_type: PredictionType | None
     # Legacy yaml of a checkpoint, relative to the server's configs folder (see /models/ckpt_confs).
-    config: str | None
-    vae: str | None
+    config: PathText | None
+    vae: PathText | None
     # Why the files are unusable, or null.
     error: str | None = None
 
@@ -69,7 +71,7 @@ class ModelsQuery(msgspec.Struct, forbid_unknown_fields=False):
 
 class ImportRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # A path on the server (file or folder), an http(s) URL, or a Hugging Face repo id `owner/name`.
-    location: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    location: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")]
     # Overrides the guess for SD-2 models (epsilon for 512 px models, v_prediction for 768 px ones).
     prediction_type: PredictionType | None = None
 
@@ -79,7 +81,7 @@ class DeleteQuery(msgspec.Struct):
 
 
 class ConvertQuery(msgspec.Struct):
-    convert_dest_directory: str | None = None
+    convert_dest_directory: PathText | None = None
 
 
 class MergeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -88,11 +90,11 @@ class MergeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     alpha: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.5
     interp: Interp = "weighted_sum"
     force: bool = False
-    merge_dest_directory: str | None = None
+    merge_dest_directory: PathText | None = None
 
 
 class SearchQuery(msgspec.Struct):
-    search_path: Annotated[str, msgspec.Meta(min_length=1)]
+    search_path: Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[^\x00]*$")]
 
 
 class SyncResult(msgspec.Struct):

@@ -1,0 +1,99 @@
+"""Requests the schema fuzzer (test_fuzz.py) once answered with a 500 or with an undocumented answer, kept
+as plain examples so they stay fixed whatever the fuzzer happens to draw next time."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from server.app import build_app
+from tests.conftest import BASE_URL
+from tests.models.conftest import settle
+from tests.reliability.fuzz_target import fuzz_settings
+
+MODELS = "/api/v1/models"
+TOO_LONG_NAME = "é" * 200  # 400 bytes: over the 255-byte limit on one file name
+
+
+def model_body(**fields) -> dict:
+    body = {
+        "model_name": "tiny",
+        "base_model": "sd-1",
+        "model_type": "main",
+        "path": "models/sd-1/main/tiny",
+        "description": None,
+        "model_format": "diffusers",
+        "variant": "normal",
+        "prediction_type": "epsilon",
+        "config": None,
+        "vae": None,
+    }
+    return {**body, **fields}
+
+
+def names(client: TestClient) -> set[str]:
+    return {m["model_name"] for m in client.get(f"{MODELS}/").json()["models"]}
+
+
+@pytest.fixture
+def models_client(tmp_path: Path, tiny_model_files) -> TestClient:
+    """A server whose models are the tiny model as a diffusers folder and as a checkpoint, in its models folder."""
+    settings = fuzz_settings(tmp_path / "root")
+    settings.create_layout()
+    main = settings.models_dir / "sd-1" / "main"
+    shutil.copytree(tiny_model_files["diffusers"], main / "tiny")
+    shutil.copyfile(tiny_model_files["checkpoint"], main / "tiny-ckpt.safetensors")
+    settle(main / "tiny")
+    settle(main / "tiny-ckpt.safetensors")
+    with TestClient(build_app(settings), base_url=BASE_URL, raise_server_exceptions=False) as client:
+        client.portal.call(client.app.state.services.models.first_sync.wait)
+        assert names(client) == {"tiny", "tiny-ckpt"}
+        yield client
+
+
+def test_paths_with_a_nul_byte_are_422_naming_the_field(models_client: TestClient) -> None:
+    answers = {
+        "location": models_client.post(f"{MODELS}/import", json={"location": "/a\x00b"}),
+        "search_path": models_client.get(f"{MODELS}/search", params={"search_path": "/a\x00b"}),
+        "convert_dest_directory": models_client.put(
+            f"{MODELS}/convert/sd-1/main/tiny", params={"convert_dest_directory": "/a\x00"}
+        ),
+        "merge_dest_directory": models_client.put(
+            f"{MODELS}/merge/sd-1", json={"model_names": ["tiny", "other"], "merge_dest_directory": "/\x00"}
+        ),
+        "path": models_client.post(f"{MODELS}/add", json=model_body(model_name="x", path="a\x00")),
+        "config": models_client.patch(f"{MODELS}/sd-1/main/tiny", json=model_body(config="\x00")),
+    }
+    for field, response in answers.items():
+        assert response.status_code == 422, (field, response.text)
+        assert field in response.json()["detail"]
+    assert names(models_client) == {"tiny", "tiny-ckpt"}
+
+
+def test_names_too_long_for_the_file_system_are_422_not_500(models_client: TestClient, tmp_path: Path) -> None:
+    root = models_client.app.state.settings.root_path
+    answers = {
+        "location": models_client.post(f"{MODELS}/import", json={"location": "0" * 4000}),
+        "search_path": models_client.get(f"{MODELS}/search", params={"search_path": f"{root}/{TOO_LONG_NAME}"}),
+        "convert_dest_directory": models_client.put(
+            f"{MODELS}/convert/sd-1/main/tiny-ckpt", params={"convert_dest_directory": f"{root}/{TOO_LONG_NAME}"}
+        ),
+        "path": models_client.post(f"{MODELS}/add", json=model_body(model_name="x", path=TOO_LONG_NAME)),
+        # A model in our models folder is renamed on disk with it: the new name must fit there too.
+        "model_name": models_client.patch(f"{MODELS}/sd-1/main/tiny", json=model_body(model_name="€" * 100)),
+    }
+    for field, response in answers.items():
+        assert response.status_code == 422, (field, response.text)
+        assert response.json()["detail"].startswith(f"{field} is too long for the file system"), response.text
+    # A legacy config name no file could have is simply not a config we know.
+    config = models_client.patch(f"{MODELS}/sd-1/main/tiny", json=model_body(config=TOO_LONG_NAME))
+    assert config.status_code == 422 and "config" in config.json()["detail"]
+    assert names(models_client) == {"tiny", "tiny-ckpt"}
+    assert (root / "models" / "sd-1" / "main" / "tiny" / "model_index.json").is_file()
+    # A name that fits (80 × 3 bytes) still renames the folder with it.
+    renamed = models_client.patch(f"{MODELS}/sd-1/main/tiny", json=model_body(model_name="€" * 80))
+    assert renamed.status_code == 200, renamed.text
+    assert (root / "models" / "sd-1" / "main" / ("€" * 80) / "model_index.json").is_file()
