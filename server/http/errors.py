@@ -8,6 +8,7 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Mount, Route
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +102,35 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     detail = exc.detail
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"No route {request.url.path}"
-    elif exc.status_code == 405:
+    headers = exc.headers
+    if exc.status_code == 405:
         detail = f"Method {request.method} is not allowed on {request.url.path}"
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
     if exc.status_code in (204, 304):
-        return Response(status_code=exc.status_code, headers=exc.headers)
-    return error_response(exc.status_code, str(detail), headers=exc.headers)
+        return Response(status_code=exc.status_code, headers=headers)
+    return error_response(exc.status_code, str(detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path takes. Starlette's 405 names only the methods of the first route matching the
+    path, and our resources declare one route per method on a shared path."""
+    methods: set[str] = set()
+
+    def walk(routes: list[BaseRoute], scope: dict) -> None:
+        for route in routes:
+            match, child = route.matches(scope)
+            if match is Match.NONE:
+                continue
+            if isinstance(route, Mount):
+                walk(route.routes, {**scope, **child})
+            elif isinstance(route, Route) and route.methods:
+                methods.update(route.methods)
+
+    root_path = request.scope.get("app_root_path", "")
+    walk(
+        request.app.router.routes, {"type": "http", "path": request.scope["path"], "root_path": root_path, "method": ""}
+    )
+    return ", ".join(sorted(methods))
 
 
 async def handle_uncaught(request: Request, exc: Exception) -> Response:

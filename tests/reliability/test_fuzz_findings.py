@@ -97,3 +97,19 @@ def test_names_too_long_for_the_file_system_are_422_not_500(models_client: TestC
     renamed = models_client.patch(f"{MODELS}/sd-1/main/tiny", json=model_body(model_name="€" * 80))
     assert renamed.status_code == 200, renamed.text
     assert (root / "models" / "sd-1" / "main" / ("€" * 80) / "model_index.json").is_file()
+
+
+def test_405_names_every_method_of_a_path_that_several_routes_share(client: TestClient) -> None:
+    # Each resource declares one route per method; Starlette's 405 used to list the first route's only.
+    expected = {
+        "/api/v1/boards/": "GET, HEAD, POST",
+        "/api/v1/images/some.png": "DELETE, GET, HEAD, PATCH",
+        "/api/v1/models/sd-1/main/tiny": "DELETE, GET, HEAD, PATCH",
+        "/api/v1/sessions/some-id/invoke": "DELETE, PUT",
+        "/api/v1/app/version": "GET, HEAD",
+    }
+    for path, allow in expected.items():
+        response = client.options(path)
+        assert response.status_code == 405, path
+        assert response.headers["allow"] == allow, path
+        assert response.json()["detail"] == f"Method OPTIONS is not allowed on {path}"
