@@ -16,13 +16,14 @@ from server.graph.nodes.model import MainModelLoaderNode
 from server.graph.session import Session, SessionPage, SessionStore
 from server.http.errors import ApiError, ErrorItem
 from server.http.io import Operation, decode_body, json_response, operation
+from server.images.schema import Offset
 from server.services import Services, services
 
 TAGS = ("sessions",)
 
 
 class PageQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    offset: Offset = 0
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50
 
 

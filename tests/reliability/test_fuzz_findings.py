@@ -113,3 +113,11 @@ def test_405_names_every_method_of_a_path_that_several_routes_share(client: Test
         assert response.status_code == 405, path
         assert response.headers["allow"] == allow, path
         assert response.json()["detail"] == f"Method OPTIONS is not allowed on {path}"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/images/", "/api/v1/boards/", "/api/v1/sessions/"])
+def test_an_offset_past_what_sqlite_can_hold_is_422(client: TestClient, path: str) -> None:
+    assert client.get(path, params={"offset": 2**63 - 1}).status_code == 200
+    response = client.get(path, params={"offset": 345053074158040322670592})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["query", "offset"]
