@@ -112,25 +112,31 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method the path takes. Starlette's 405 names only the methods of the first route matching the
-    path, and our resources declare one route per method on a shared path."""
-    methods: set[str] = set()
+    """The methods of the resource the path names. Starlette's 405 lists only those of the first route that
+    matched, and our resources declare one route per method on a shared path. Routes of another template that
+    also match (`/images/{image_name}` for `/images/upload`) are not this resource."""
+    matched: list[tuple[str, set[str]]] = []
 
-    def walk(routes: list[BaseRoute], scope: dict) -> None:
+    def walk(routes: list[BaseRoute], scope: dict, prefix: str) -> None:
         for route in routes:
             match, child = route.matches(scope)
             if match is Match.NONE:
                 continue
             if isinstance(route, Mount):
-                walk(route.routes, {**scope, **child})
+                walk(route.routes, {**scope, **child}, prefix + route.path)
             elif isinstance(route, Route) and route.methods:
-                methods.update(route.methods)
+                matched.append((prefix + route.path, route.methods))
 
     root_path = request.scope.get("app_root_path", "")
     walk(
-        request.app.router.routes, {"type": "http", "path": request.scope["path"], "root_path": root_path, "method": ""}
+        request.app.router.routes,
+        {"type": "http", "path": request.scope["path"], "root_path": root_path, "method": ""},
+        "",
     )
-    return ", ".join(sorted(methods))
+    if not matched:
+        return ""
+    template = matched[0][0]
+    return ", ".join(sorted({method for path, methods in matched if path == template for method in methods}))
 
 
 async def handle_uncaught(request: Request, exc: Exception) -> Response:

@@ -121,3 +121,10 @@ def test_an_offset_past_what_sqlite_can_hold_is_422(client: TestClient, path: st
     response = client.get(path, params={"offset": 345053074158040322670592})
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["loc"] == ["query", "offset"]
+
+
+def test_405_names_the_methods_of_the_resource_the_path_names(client: TestClient) -> None:
+    # `/images/upload` also matches `/images/{image_name}`, but it is another resource.
+    for path, allow in {"/api/v1/images/upload": "POST", "/api/v1/images/delete": "POST"}.items():
+        response = client.options(path)
+        assert (response.status_code, response.headers["allow"]) == (405, allow), path
