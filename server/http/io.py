@@ -79,6 +79,8 @@ class Operation(msgspec.Struct, frozen=True):
     responses: dict[int, Any] = {}
     multipart_file: str | None = None
     path_params: dict[str, str] = {}
+    # Path parameters that take only some values (a Literal type), so the document can list them.
+    path_types: dict[str, Any] = {}
 
 
 Endpoint = Callable[..., Awaitable[Response]]
@@ -93,6 +95,7 @@ def operation(
     responses: dict[int, Any] | None = None,
     multipart_file: str | None = None,
     path_params: dict[str, str] | None = None,
+    path_types: dict[str, Any] | None = None,
 ) -> Callable[[Endpoint], Endpoint]:
     """Decorate an endpoint `async def f(request, *, query=..., body=...)`: the query and body are decoded
     and validated before it runs (400/413/422 otherwise), and the declaration documents it."""
@@ -104,6 +107,7 @@ def operation(
         responses=responses or {200: None},
         multipart_file=multipart_file,
         path_params=path_params or {},
+        path_types=path_types or {},
     )
 
     def decorate(endpoint: Endpoint) -> Endpoint:

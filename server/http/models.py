@@ -12,6 +12,7 @@ from server.models.manager import ModelManager
 from server.models.schema import (
     BASE_MODELS,
     MODEL_TYPES,
+    BaseModel,
     ConvertQuery,
     DeleteQuery,
     ImportRequest,
@@ -19,6 +20,7 @@ from server.models.schema import (
     ModelConfig,
     ModelsList,
     ModelsQuery,
+    ModelType,
     SearchQuery,
     SyncResult,
 )
@@ -30,6 +32,7 @@ KEY_PARAMS = {
     "model_type": f"one of {', '.join(MODEL_TYPES)}",
     "model_name": "the model's name",
 }
+KEY_TYPES = {"base_model": BaseModel, "model_type": ModelType}
 
 
 def _manager(request: Request) -> ModelManager:
@@ -52,6 +55,7 @@ async def list_models(request: Request, *, query: ModelsQuery) -> Response:
     tags=TAGS,
     responses={200: ModelConfig, 404: None},
     path_params=KEY_PARAMS,
+    path_types=KEY_TYPES,
 )
 async def get_model(request: Request) -> Response:
     config = _manager(request).registry.get(_key(request))
@@ -92,6 +96,7 @@ async def add_model(request: Request, *, body: ModelConfig) -> Response:
     body=ModelConfig,
     responses={200: ModelConfig, 404: None, 409: None, 422: None},
     path_params=KEY_PARAMS,
+    path_types=KEY_TYPES,
 )
 async def update_model(request: Request, *, body: ModelConfig) -> Response:
     config = await _manager(request).update(_key(request), body)
@@ -104,6 +109,7 @@ async def update_model(request: Request, *, body: ModelConfig) -> Response:
     query=DeleteQuery,
     responses={204: None, 403: None, 404: None},
     path_params=KEY_PARAMS,
+    path_types=KEY_TYPES,
 )
 async def delete_model(request: Request, *, query: DeleteQuery) -> Response:
     await _manager(request).delete(_key(request), query.delete_files)
@@ -116,6 +122,7 @@ async def delete_model(request: Request, *, query: DeleteQuery) -> Response:
     query=ConvertQuery,
     responses={200: ModelConfig, 400: None, 403: None, 404: None, 409: None, 424: None},
     path_params=KEY_PARAMS,
+    path_types=KEY_TYPES,
 )
 async def convert_model(request: Request, *, query: ConvertQuery) -> Response:
     config = await _manager(request).convert(_key(request), query.convert_dest_directory)
@@ -128,6 +135,7 @@ async def convert_model(request: Request, *, query: ConvertQuery) -> Response:
     body=MergeRequest,
     responses={200: ModelConfig, 400: None, 403: None, 404: None, 409: None, 422: None},
     path_params={"base_model": KEY_PARAMS["base_model"]},
+    path_types={"base_model": BaseModel},
 )
 async def merge_models(request: Request, *, body: MergeRequest) -> Response:
     base_model = request.path_params["base_model"]

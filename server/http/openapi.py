@@ -138,7 +138,7 @@ def _parameters(path: str, spec: Operation) -> list[dict[str, Any]]:
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "string"},
+            "schema": msgspec.json.schema(spec.path_types[name]) if name in spec.path_types else {"type": "string"},
             **({"description": spec.path_params[name]} if name in spec.path_params else {}),
         }
         for name in _PATH_PARAM.findall(path)

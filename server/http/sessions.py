@@ -32,6 +32,12 @@ class InvokeQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     all: bool = True
 
 
+class NewGraph(Graph, kw_only=True):
+    """A graph as POST /sessions/ takes it: one without an `id` is given a new one."""
+
+    id: str | None = None
+
+
 def _documents_body(body_type: Any):
     """Publish `body_type` as the request body in OpenAPI while the route decodes the body itself: a graph is
     checked node by node so every problem is reported, which one msgspec decode cannot do."""
@@ -91,7 +97,7 @@ async def _missing_references(svc: Services, graph: Graph) -> list[Problem]:
     return problems
 
 
-@_documents_body(Graph)
+@_documents_body(NewGraph)
 @operation("Create a session from a graph (validated)", tags=TAGS, responses={201: Session, 422: None})
 async def create_session(request: Request) -> Response:
     data = await decode_body(request, GraphInput)

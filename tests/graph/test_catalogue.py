@@ -61,9 +61,12 @@ def test_outputs_and_cacheability(client):
 def test_openapi_documents_the_graph_and_session_payloads(client):
     document = client.get("/openapi.json").json()
     post = document["paths"]["/api/v1/sessions/"]["post"]
-    assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Graph"}
+    # The body is a Graph whose `id` may be left out (the server gives it one); the Session returned has a Graph.
+    assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/NewGraph"}
     assert set(post["responses"]) >= {"201", "400", "422"}
     schemas = document["components"]["schemas"]
+    assert "id" not in schemas["NewGraph"].get("required", []) and "id" in schemas["Graph"]["required"]
+    assert schemas["NewGraph"]["properties"]["nodes"] == schemas["Graph"]["properties"]["nodes"]
     node_refs = schemas["Graph"]["properties"]["nodes"]["additionalProperties"]["anyOf"]
     assert len(node_refs) == len(CONTRACT_TYPES)
     assert sorted(schemas["DenoiseLatentsNode"]["properties"]["scheduler"]["enum"]) == sorted(SCHEDULERS)

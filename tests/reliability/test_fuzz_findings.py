@@ -128,3 +128,21 @@ def test_405_names_the_methods_of_the_resource_the_path_names(client: TestClient
     for path, allow in {"/api/v1/images/upload": "POST", "/api/v1/images/delete": "POST"}.items():
         response = client.options(path)
         assert (response.status_code, response.headers["allow"]) == (405, allow), path
+
+
+def test_the_document_says_what_the_server_takes(client: TestClient) -> None:
+    """Requests the server answers one way while the document promised another."""
+    document = client.get("/openapi.json").json()
+    # A graph without an `id` is accepted (it is given one), so the documented body does not require it.
+    created = client.post("/api/v1/sessions/", json={"nodes": {}, "edges": []})
+    assert created.status_code == 201 and created.json()["graph"]["id"]
+    body_ref = document["paths"]["/api/v1/sessions/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    body = document["components"]["schemas"][body_ref["$ref"].rsplit("/", 1)[-1]]
+    assert "id" not in body.get("required", [])
+    # Model keys in paths take only the bases and types there are: the document lists them.
+    merge = client.put("/api/v1/models/merge/sd-0", json={"model_names": ["a", "b"]})
+    assert merge.status_code == 422 and merge.json()["errors"][0]["loc"] == ["path", "base_model"]
+    params = document["paths"]["/api/v1/models/merge/{base_model}"]["put"]["parameters"]
+    assert params[0]["schema"] == {"enum": ["sd-1", "sd-2", "sdxl", "sdxl-refiner"]}
+    params = document["paths"]["/api/v1/models/{base_model}/{model_type}/{model_name}"]["get"]["parameters"]
+    assert [p.get("schema", {}).get("enum") is not None for p in params] == [True, True, False]
