@@ -146,3 +146,11 @@ def test_the_document_says_what_the_server_takes(client: TestClient) -> None:
     assert params[0]["schema"] == {"enum": ["sd-1", "sd-2", "sdxl", "sdxl-refiner"]}
     params = document["paths"]["/api/v1/models/{base_model}/{model_type}/{model_name}"]["get"]["parameters"]
     assert [p.get("schema", {}).get("enum") is not None for p in params] == [True, True, False]
+
+
+def test_a_node_may_leave_out_its_id_and_the_document_says_so(client: TestClient) -> None:
+    created = client.post("/api/v1/sessions/", json={"nodes": {"n": {"type": "integer", "value": 3}}, "edges": []})
+    assert created.status_code == 201, created.text
+    assert created.json()["graph"]["nodes"]["n"]["id"] == "n"
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "id" not in schemas["IntegerNode"].get("required", [])

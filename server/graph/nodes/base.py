@@ -34,7 +34,8 @@ class Output(msgspec.Struct, tag_field="type", kw_only=True):
 
 
 class Node(msgspec.Struct, tag_field="type", kw_only=True):
-    id: str
+    # A graph sent to POST /sessions/ may leave it out: it is the node's key (a built node always has it).
+    id: str = ""
     # False runs the node even when an identical invocation is in the node cache (InvokeAI's `use_cache`).
     use_cache: Annotated[bool, DIRECT] = True
 
