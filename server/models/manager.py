@@ -88,6 +88,7 @@ class ModelManager:
         self._spawn(self._initial_sync())
 
     def _load_or_create(self) -> None:
+        self._remove_stale_yaml_copies()
         self.registry.load()
         if not self.registry.yaml_path.exists():
             self.registry.save()  # an empty registry, where users expect to find (and edit) it
@@ -110,6 +111,15 @@ class ModelManager:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    def _remove_stale_yaml_copies(self) -> None:
+        """A crash while models.yaml was being replaced leaves the new copy (`.models.yaml.<pid>.tmp`, see
+        server/fileio.py) beside it; models.yaml itself is whole, old or new, so the copy is only clutter. Before
+        our first write, every such copy is someone else's: one server per root."""
+        yaml_path = self.registry.yaml_path
+        for stale in yaml_path.parent.glob(f".{yaml_path.name}.*.tmp"):
+            log.info("removing %s, left by a crash while models.yaml was being written", stale)
+            stale.unlink(missing_ok=True)
 
     def _clean_work_dir(self) -> None:
         """Half-finished conversions, merges and downloads left by a crash: never registered, so just clutter."""
