@@ -1,0 +1,109 @@
+"""A real `imagegraph serve` in its own process, so that a test can kill it with SIGKILL (no cleanup, no
+`finally`, no lifespan shutdown) and measure its memory. Shared by test_crash.py, test_load.py and
+bench/soak.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+WAIT = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """`python -m server serve --root <root>` on a free loopback port; its log goes to `log_path` (a file, not a
+    pipe: a pipe nobody reads fills up and blocks the server)."""
+
+    def __init__(self, root: Path, log_path: Path, *, watch: bool = False, env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.log_path = log_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        environment = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "IMAGEGRAPH_WATCH": "true" if watch else "false",
+            **(env or {}),
+        }
+        with open(log_path, "ab") as log:
+            log.write(f"--- serve --root {root} --port {self.port}\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "server", "serve", "--root", str(root), "--port", str(self.port)],
+                cwd=REPO,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.http = httpx.Client(base_url=self.url, timeout=60)
+        try:
+            self.wait_until(lambda: self.http.get("/health").status_code == 200, what="/health to answer")
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
+        """Poll `condition` (transport errors count as not yet) while the server is alive."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if condition():
+                    return
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"the server exited ({self.process.returncode}) waiting for {what}:\n{self.tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}:\n{self.tail()}")
+            time.sleep(0.02)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies wherever it is, as on a power cut of the process (not of the disk)."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.http.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+        self.http.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
