@@ -58,7 +58,7 @@ class ModelManager:
         self.root = settings.root_path
         self.models_dir = settings.models_dir
         self.registry = Registry(settings.models_yaml, self.root)
-        self.syncer = Syncer(self.registry, settings.models_dir, settings.autoimport_dir)
+        self.syncer = Syncer(self.registry, settings.models_dir, settings.autoimport_dir, self.allowed_folders())
         self.work_dir = settings.models_dir / ".convert-tmp"
         self.cache_dir = settings.models_dir / ".cache"
         self._lock = asyncio.Lock()
@@ -254,16 +254,19 @@ class ModelManager:
 
     # -- where we may look and write -----------------------------------------------------------------
 
-    def check_allowed(self, path: Path, what: str) -> None:
-        """403 unless `path` is inside the root or a `search_roots` folder (when that setting is used)."""
+    def allowed_folders(self) -> list[str] | None:
+        """Real paths of the root and the `search_roots` folders, or None when that setting is empty (anywhere)."""
         roots = self.settings.search_roots
         if not roots:
+            return None
+        return [os.path.realpath(os.path.expanduser(folder)) for folder in [str(self.root), *roots]]
+
+    def check_allowed(self, path: Path, what: str) -> None:
+        """403 unless `path` is inside the root or a `search_roots` folder (when that setting is used)."""
+        allowed = self.allowed_folders()
+        if allowed is None or scanner.inside(os.path.realpath(path), allowed):
             return
-        real = os.path.realpath(path)
-        for allowed in [str(self.root), *roots]:
-            top = os.path.realpath(os.path.expanduser(allowed))
-            if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
-                return
+        roots = self.settings.search_roots
         raise ApiError(
             403, f"{what} {path} is outside the folders this server may use (search_roots: {', '.join(roots)})"
         )
@@ -294,7 +297,8 @@ class ModelManager:
         self.check_allowed(folder, "search_path")
         if not folder.is_dir():
             raise ApiError(404, f"search_path {folder} is not a folder")
-        return scanner.search(folder)
+        # Symlinks out of the allowed folders are not followed either.
+        return scanner.search(folder, self.allowed_folders())
 
     async def import_model(self, request: ImportRequest) -> ModelConfig:
         location = request.location.strip()
@@ -410,13 +414,18 @@ class ModelManager:
         return path
 
     def _check_legacy_config(self, config: ModelConfig) -> None:
-        if config.config is not None and self.legacy_config_path(config) is None:
+        if config.config is None:
+            return
+        path = self.legacy_config_path(config)
+        if path is None:
             raise ApiError(
                 422,
                 f"config {config.config!r} is neither a shipped legacy config (see /api/v1/models/ckpt_confs) "
                 "nor an existing yaml file",
                 [ErrorItem(loc=["body", "config"], msg="unknown legacy config")],
             )
+        if shipped.legacy_config(config.config) is None:
+            self.check_allowed(path, "config")  # the user's own yaml is read when the model loads
 
     # -- update, delete ------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ symlinks cost a `stat` (to follow them, and to recognise a loop by (st_dev, st_i
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from stat import S_ISDIR
 
@@ -15,20 +15,28 @@ from server.models.probe import FOLDER_MARKERS, MODEL_SUFFIXES
 from server.models.schema import BASE_MODELS, MODEL_TYPES
 
 
-def search(folder: str | os.PathLike[str]) -> list[str]:
+def inside(path: str, tops: Sequence[str]) -> bool:
+    """Whether the real path `path` is one of the real folders `tops` or below one."""
+    return any(path == top or path.startswith(top.rstrip(os.sep) + os.sep) for top in tops)
+
+
+def search(folder: str | os.PathLike[str], allowed: Sequence[str] | None = None) -> list[str]:
     """Every model file (by extension) and model folder (holding a diffusers marker file) below
     `folder`, sorted. Hidden entries are skipped, model folders are not descended into, and a directory
-    reached twice (a symlink loop, or two links to one place) is walked once."""
+    reached twice (a symlink loop, or two links to one place) is walked once. With `allowed` (real paths of
+    folders), a symlink whose target lies outside all of them is not followed."""
     top = os.path.abspath(folder)
     found: list[str] = []
     stat = os.stat(top)
     seen = {(stat.st_dev, stat.st_ino)}
-    _walk(top, stat.st_dev, seen, found)
+    _walk(top, stat.st_dev, seen, found, allowed)
     found.sort()
     return found
 
 
-def _walk(folder: str, device: int, seen: set[tuple[int, int]], found: list[str]) -> None:
+def _walk(
+    folder: str, device: int, seen: set[tuple[int, int]], found: list[str], allowed: Sequence[str] | None
+) -> None:
     try:
         with os.scandir(folder) as it:
             entries = list(it)
@@ -45,6 +53,8 @@ def _walk(folder: str, device: int, seen: set[tuple[int, int]], found: list[str]
             continue
         try:
             if entry.is_symlink():
+                if allowed is not None and not inside(os.path.realpath(entry.path), allowed):
+                    continue
                 target = entry.stat()  # follows the link; raises for a dangling one
                 if S_ISDIR(target.st_mode):
                     identity = (target.st_dev, target.st_ino)
@@ -65,7 +75,7 @@ def _walk(folder: str, device: int, seen: set[tuple[int, int]], found: list[str]
             files.append(entry.path)
     found.extend(files)
     for path, dev in subfolders:
-        _walk(path, dev, seen, found)
+        _walk(path, dev, seen, found, allowed)
 
 
 class Candidate:
@@ -79,8 +89,9 @@ class Candidate:
         self.hint_type = hint_type
 
 
-def candidates(models_dir: Path, autoimport_dir: Path) -> Iterator[Candidate]:
-    """Direct children of `models/<base>/<type>/`, and everything `search` finds below `autoimport/<type>/`."""
+def candidates(models_dir: Path, autoimport_dir: Path, allowed: Sequence[str] | None = None) -> Iterator[Candidate]:
+    """Direct children of `models/<base>/<type>/`, and everything `search` finds below `autoimport/<type>/`;
+    with `allowed`, none reached through a symlink to somewhere outside those folders."""
     for base in BASE_MODELS:
         for model_type in MODEL_TYPES:
             folder = models_dir / base / model_type
@@ -92,6 +103,8 @@ def candidates(models_dir: Path, autoimport_dir: Path) -> Iterator[Candidate]:
             for entry in entries:
                 if entry.name[0] == ".":
                     continue
+                if allowed is not None and entry.is_symlink() and not inside(os.path.realpath(entry.path), allowed):
+                    continue
                 try:
                     is_dir = entry.is_dir()
                 except OSError:
@@ -102,6 +115,6 @@ def candidates(models_dir: Path, autoimport_dir: Path) -> Iterator[Candidate]:
         folder = autoimport_dir / model_type
         if not folder.is_dir():
             continue
-        for path in search(folder):
+        for path in search(folder, allowed):
             if path != str(folder):
                 yield Candidate(path, None, model_type)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -63,10 +64,14 @@ def _folder_state(path: str) -> tuple[Fingerprint, float]:
 
 
 class Syncer:
-    def __init__(self, registry: Registry, models_dir: Path, autoimport_dir: Path) -> None:
+    def __init__(
+        self, registry: Registry, models_dir: Path, autoimport_dir: Path, allowed: Sequence[str] | None = None
+    ) -> None:
         self.registry = registry
         self.models_dir = normpath(models_dir)
         self.autoimport_dir = normpath(autoimport_dir)
+        # Real paths of the folders a symlink may lead into (None: anywhere), as `scanner.candidates` takes them.
+        self.allowed = allowed
         # Last (size, mtime) seen of each registered path: unchanged means no probe.
         self.fingerprints: dict[str, Fingerprint] = {}
         # Unregistered paths that were still changing: what they looked like, and since when.
@@ -114,7 +119,7 @@ class Syncer:
                     added.append(new_key)
 
         seen: set[str] = set()
-        for candidate in candidates(Path(self.models_dir), Path(self.autoimport_dir)):
+        for candidate in candidates(Path(self.models_dir), Path(self.autoimport_dir), self.allowed):
             seen.add(candidate.path)
             if registry.key_for_path(candidate.path) is not None:
                 continue
