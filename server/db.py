@@ -9,11 +9,11 @@ import asyncio
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aiosqlite
 import msgspec
@@ -72,11 +72,12 @@ class Database:
         self._reader = self._writer = None
 
     @property
-    def read(self) -> aiosqlite.Connection:
-        """The connection for SELECTs; it only ever sees committed data."""
+    def read(self) -> ReadConnection:
+        """The connection for SELECTs; it only ever sees committed data, and all that was committed before the
+        statement started."""
         if self._reader is None:
             raise RuntimeError("database is not open")
-        return self._reader
+        return ReadConnection(self._reader)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -116,6 +117,66 @@ class Database:
             log.info("applied migration %04d_%s", number, name)
             applied.append(number)
         return applied
+
+
+class ReadConnection:
+    """The reader, one whole statement at a time: `execute` runs the statement to its end in a single call on
+    the connection's thread and hands back its rows, used like aiosqlite's cursor (`async with
+    db.read.execute(sql, params) as cursor: await cursor.fetchone()`).
+
+    Why not the bare connection: SQLite keeps a connection's read transaction - its snapshot of the database -
+    open for as long as any of its statements is unfinished. Shared by concurrent requests, aiosqlite's execute
+    and fetch (two calls) let one request's statement start before another's finished, on and on under load, so
+    the reader went on seeing the database as it was when the overlap began: a session just created answered
+    404 to its invoke (tests/reliability/test_load.py)."""
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Rows:
+        return Rows(self.connection, sql, parameters)
+
+
+class Rows:
+    """The rows of one finished statement; awaitable, or an async context manager, like aiosqlite's cursor."""
+
+    def __init__(self, connection: aiosqlite.Connection, sql: str, parameters: Sequence[Any]) -> None:
+        self._run_args = (connection, sql, parameters)
+        self._rows: list[Any] = []
+        self._next = 0
+
+    async def _run(self) -> Rows:
+        connection, sql, parameters = self._run_args
+        self._rows = list(await connection.execute_fetchall(sql, parameters))
+        return self
+
+    def __await__(self):
+        return self._run().__await__()
+
+    async def __aenter__(self) -> Rows:
+        return await self._run()
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def fetchone(self) -> Any:
+        if self._next >= len(self._rows):
+            return None
+        self._next += 1
+        return self._rows[self._next - 1]
+
+    async def fetchall(self) -> list[Any]:
+        rows, self._next = self._rows[self._next :], len(self._rows)
+        return rows
+
+    def __aiter__(self) -> Rows:
+        return self
+
+    async def __anext__(self) -> Any:
+        row = await self.fetchone()
+        if row is None:
+            raise StopAsyncIteration
+        return row
 
 
 def _split_sql(script: str) -> list[str]:
