@@ -103,13 +103,22 @@ def _count_filters(query: ListImagesQuery) -> tuple[str, list[Any]]:
 async def list_images(conn: aiosqlite.Connection, query: ListImagesQuery) -> tuple[list[ImageDTO], int]:
     where, params = _filters(query)
     direction = "DESC" if query.order == "newest" else "ASC"
-    # rowid breaks created_at ties in insertion order, and is part of every index, so no sort step is needed.
-    sql = f"SELECT {COLUMNS} FROM images{where} ORDER BY created_at {direction}, rowid {direction} LIMIT ? OFFSET ?"
-    async with conn.execute(sql, (*params, query.limit, query.offset)) as cursor:
-        rows = await cursor.fetchall()
     count_sql, count_params = _count_filters(query)
-    async with conn.execute(count_sql, count_params) as cursor:
-        (total,) = await cursor.fetchone()
+    # The total rides along as a scalar subquery (computed once): the page and its total come from one statement,
+    # so from one snapshot. As two statements, a delete committed in between gave a total smaller than the page.
+    # rowid breaks created_at ties in insertion order, and is part of every index, so no sort step is needed.
+    sql = (
+        f"SELECT {COLUMNS}, ({count_sql}) FROM images{where} "
+        f"ORDER BY created_at {direction}, rowid {direction} LIMIT ? OFFSET ?"
+    )
+    async with conn.execute(sql, (*count_params, *params, query.limit, query.offset)) as cursor:
+        rows = await cursor.fetchall()
+    if rows:
+        total = rows[0][-1]
+    else:
+        # An empty page (past the end, or nothing matches) has no row to carry the total.
+        async with conn.execute(count_sql, count_params) as cursor:
+            (total,) = await cursor.fetchone()
     return [to_dto(row) for row in rows], total
 
 
