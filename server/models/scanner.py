@@ -6,6 +6,7 @@ symlinks cost a `stat` (to follow them, and to recognise a loop by (st_dev, st_i
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,6 +14,24 @@ from stat import S_ISDIR
 
 from server.models.probe import FOLDER_MARKERS, MODEL_SUFFIXES
 from server.models.schema import BASE_MODELS, MODEL_TYPES
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def nameable(path: str) -> bool:
+    """Whether `path` can be given to a client: a name that is not valid UTF-8 (Python holds its bytes as
+    lone surrogates) cannot go into JSON or models.yaml, so such files and folders are passed over."""
+    if path.isascii():
+        return True
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        if path not in _warned:
+            _warned.add(path)
+            log.warning("skipping %r: its name is not valid UTF-8; rename it to use it", path)
+        return False
+    return True
 
 
 def inside(path: str, tops: Sequence[str]) -> bool:
@@ -49,7 +68,7 @@ def _walk(
         if name in FOLDER_MARKERS:
             found.append(folder)  # a model folder: itself is the result, its contents are not
             return
-        if name[0] == ".":
+        if name[0] == "." or not nameable(entry.path):
             continue
         try:
             if entry.is_symlink():
@@ -101,7 +120,7 @@ def candidates(models_dir: Path, autoimport_dir: Path, allowed: Sequence[str] | 
             except OSError:
                 continue
             for entry in entries:
-                if entry.name[0] == ".":
+                if entry.name[0] == "." or not nameable(entry.path):
                     continue
                 if allowed is not None and entry.is_symlink() and not inside(os.path.realpath(entry.path), allowed):
                     continue
