@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,10 @@ class YamlEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 _KNOWN_FIELDS = frozenset(YamlEntry.__struct_fields__)
+
+
+# What a model name may not hold (schema.ModelName).
+_NOT_IN_NAMES = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
 def normpath(path: str | os.PathLike[str]) -> str:
@@ -117,15 +122,16 @@ class Registry:
             self._extras[config.key] = extras
 
     def unique_name(self, base: str, model_type: str, wanted: str) -> str:
-        """`wanted`, or `wanted-2`, `wanted-3`... whichever is free under base/type."""
-        if f"{base}/{model_type}/{wanted}" not in self.entries and f"{base}/{model_type}/{wanted}" not in self._invalid:
+        """`wanted`, or `wanted-2`, `wanted-3`... whichever is free under base/type. A name taken from a file
+        is made a valid model name first (schema.ModelName): slashes, backslashes and control characters
+        become `_`, and it is cut to 200 characters (190 when a suffix is needed)."""
+        wanted = _NOT_IN_NAMES.sub("_", wanted)[:200] or "model"
+        if not self.is_taken(f"{base}/{model_type}/{wanted}"):
             return wanted
         n = 2
-        while (
-            f"{base}/{model_type}/{wanted}-{n}" in self.entries or f"{base}/{model_type}/{wanted}-{n}" in self._invalid
-        ):
+        while self.is_taken(f"{base}/{model_type}/{wanted[:190]}-{n}"):
             n += 1
-        return f"{wanted}-{n}"
+        return f"{wanted[:190]}-{n}"
 
     def is_taken(self, key: str) -> bool:
         return key in self.entries or key in self._invalid

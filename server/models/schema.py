@@ -16,8 +16,9 @@ Interp = Literal["weighted_sum", "sigmoid", "inv_sigmoid", "add_difference"]
 BASE_MODELS: tuple[str, ...] = ("sd-1", "sd-2", "sdxl", "sdxl-refiner")
 MODEL_TYPES: tuple[str, ...] = ("main", "vae", "lora", "controlnet", "embedding")
 
-# A model name becomes a file or folder name when the server moves or writes the model.
-ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^/\\\x00]+$")]
+# A model name becomes a file or folder name when the server moves or writes the model, and a path segment of
+# the model's URL: no slashes, no control characters (a newline would make the URL unroutable).
+ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^/\\\x00-\x1f\x7f]+$")]
 # A path on the server as a client gives it: no operating system takes a NUL byte in a path.
 PathText = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*$")]
 
