@@ -135,8 +135,15 @@ def _read_pickle(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]
                 f"{path.name} is a pickle that would run code when loaded, so it was refused; "
                 "only files holding plain tensors are accepted (convert it to .safetensors with a tool you trust)"
             ) from None
-        raise Unreadable(f"{path.name} could not be read as a PyTorch file: {_first_line(exc)}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        # torch's own first line advises loading with weights_only=False, which is not advice to pass on.
+        reason = str(exc).partition("WeightsUnpickler error:")[2].strip().splitlines()
+        raise Unreadable(
+            f"{path.name} could not be read as a PyTorch file of plain tensors"
+            + (f": {reason[0]}" if reason else "")
+            + "; it was not unpickled any further"
+        ) from None
+    except Exception as exc:
+        # Untrusted bytes can make the unpickler fail any way at all (IndexError on a text file, ...).
         raise Unreadable(f"{path.name} could not be read as a PyTorch file: {_first_line(exc)}") from None
     if not isinstance(data, dict):
         raise NotAModel(f"{path.name} holds a {type(data).__name__}, not a state dict")

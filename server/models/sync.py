@@ -175,6 +175,10 @@ class Syncer:
             return exc
         except OSError as exc:
             return exc
+        except Exception as exc:
+            # Whatever else a file makes the probe raise, it is this file's problem, not every sync's.
+            log.exception("probing %s failed", path)
+            return exc
         self._pending.pop(path, None)
         return result
 
