@@ -78,10 +78,13 @@ def read_header(path: Path) -> Header:
         if len(prefix) < 8:
             raise IncompleteFile(f"{path.name} is {size} bytes, too short for a safetensors header")
         length = int.from_bytes(prefix, "little")
+        # The messages do not repeat the length: through a symlink, it would show a client 8 bytes of any file.
         if length > MAX_HEADER_BYTES:
-            raise HeaderError(f"{path.name}: header length {length} is not plausible; not a safetensors file")
+            raise HeaderError(
+                f"{path.name}: its first 8 bytes are not a plausible header length; not a safetensors file"
+            )
         if length + 8 > size:
-            raise IncompleteFile(f"{path.name} is {size} bytes but its header alone needs {length + 8}")
+            raise IncompleteFile(f"{path.name} is {size} bytes, shorter than its header says it is")
         raw = f.read(length)
     try:
         header = msgspec.json.decode(raw)
@@ -98,6 +101,12 @@ def read_header(path: Path) -> Header:
     for name, entry in header.items():
         tensors[name] = info = _tensor_info(path, name, entry)
         data_size = max(data_size, info.end)
+    # As safetensors itself requires when it loads: the tensors tile the data section, no overlap, no gap.
+    end = 0
+    for info in sorted(tensors.values(), key=lambda t: (t.start, t.end)):
+        if info.start != end:
+            raise HeaderError(f"{path.name}: tensors overlap or leave gaps between them; not a valid safetensors file")
+        end = info.end
     data_start = 8 + length
     if data_start + data_size > size:
         raise IncompleteFile(
