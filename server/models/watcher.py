@@ -84,3 +84,9 @@ class ModelWatcher:
             except Exception:
                 log.exception("model watcher failed; watching again in 1 s")
                 await asyncio.sleep(1.0)
+                # The batch that failed (watchfiles cannot hand over a name that is not UTF-8, say) may have
+                # held real changes too: look at the folders once rather than miss them.
+                try:
+                    await self.on_change()
+                except Exception:
+                    log.exception("model sync after a watcher failure failed")
