@@ -120,7 +120,16 @@ def test_a_server_stopped_cleanly_puts_its_running_session_back_in_the_queue(set
     # the app is stopped now (lifespan shutdown), mid-denoise
     with TestClient(build_app(settings), base_url=BASE_URL) as client:
         recorder = Recorder()
-        client.app.state.services.events.add_listener(recorder)
+        hub = client.app.state.services.events
+
+        def attach() -> None:
+            # The executor may start the session before this test thread gets here: on the loop thread (where
+            # events are published), listen from now on and take in what was already published.
+            hub.add_listener(recorder)
+            for event in hub.events_since(0) or []:
+                recorder(event)
+
+        client.portal.call(attach)
         recorder.wait_for(lambda e: isinstance(e, SessionStarted) and e.session_id == created["id"])
         session = client.get(f"/api/v1/sessions/{created['id']}").json()
         assert session["status"] == "running" and session["errors"] == {}
