@@ -191,8 +191,13 @@ class Executor:
 
     async def _next(self, services: RunServices) -> None:
         async with self._lock:
-            session_id = self._pending.popleft()
-            session = await self.store.get(session_id)
+            # Read first, then take it off the queue and mark it running with no await in between: `status()`
+            # must never show it neither pending nor running (an empty queue while it is yet to run).
+            session_id = self._pending[0]
+            try:
+                session = await self.store.get(session_id)
+            finally:
+                self._pending.popleft()  # also when the read fails: the queue goes on without it
             if session is None or session.status != "queued":
                 return
             session.status = "running"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from server.db import Database
+from server.graph.standard import txt2img_graph
 from server.images.records import list_images
 from server.images.schema import ListImagesQuery
 
@@ -96,3 +97,40 @@ class _After:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
+
+
+def test_the_queue_never_looks_empty_while_a_session_waits_to_run(settings, tiny_model_files):
+    """Between taking the next session off the queue and marking it running, the executor reads it from the
+    database; the queue answered `{"running": null, "pending": []}` meanwhile, so a client waiting for an empty
+    queue stopped waiting before the last session ran (found by the load test). Here a slow read holds the
+    database reader exactly then."""
+    from server.ws.events import SessionComplete
+    from tests.graph.conftest import generation_app
+
+    with generation_app(settings, tiny_model_files) as (client, events):
+        model = {"model_name": "tiny", "base_model": "sd-1", "model_type": "main"}
+        first, second = (
+            client.post("/api/v1/sessions/", json=txt2img_graph(model, "x", width=64, height=64, steps=1000)).json()[
+                "id"
+            ]
+            for _ in range(2)
+        )
+        for session_id in (first, second):
+            assert client.put(f"/api/v1/sessions/{session_id}/invoke").status_code == 202
+        assert client.get("/api/v1/queue").json() == {"running": first, "pending": [second]}
+
+        db = client.app.state.services.db
+
+        async def slow_read() -> None:
+            # Seconds of work on the reader's one thread: every read queued after it waits.
+            sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 30000000) SELECT count(*) FROM c"
+            async with db.read.execute(sql) as cursor:
+                await cursor.fetchone()
+
+        reading = client.portal.start_task_soon(slow_read)
+        client.delete(f"/api/v1/sessions/{first}/invoke")
+        events.wait_for(lambda e: isinstance(e, SessionComplete) and e.session_id == first)
+        queue = client.get("/api/v1/queue").json()
+        client.delete(f"/api/v1/sessions/{second}/invoke")
+        reading.result(timeout=120)
+    assert queue in ({"running": None, "pending": [second]}, {"running": second, "pending": []})
