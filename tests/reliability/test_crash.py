@@ -346,11 +346,17 @@ def test_sync_killed_while_probing_and_while_writing_models_yaml(tmp_path, tiny_
     with ServerProcess(root, log, watch=True) as server:
         everything_so_far = {f"sd-1/main/{n}" for n in batch_one} | acknowledged
         server.wait_until(lambda: set(models_yaml(root)) == everything_so_far, what="the start-up sync")
+        written = (root / "configs" / "models.yaml").stat().st_mtime_ns
         for name in batch_two:
             os.link(checkpoint, autoimport / f"{name}.safetensors")
+        # The temp copy lives for a write and an fsync; on a disk fast enough to slip between two polls, the kill
+        # comes right after the rename instead, and the same must hold.
         kill_when(
             server,
-            lambda: any(name.endswith(".tmp") for name in os.listdir(root / "configs")),
+            lambda: (
+                any(name.endswith(".tmp") for name in os.listdir(root / "configs"))
+                or (root / "configs" / "models.yaml").stat().st_mtime_ns != written
+            ),
             "the watcher's sync to write models.yaml",
         )
     assert everything_so_far <= set(models_yaml(root))
