@@ -94,7 +94,7 @@ class Database:
             await self._writer.execute("COMMIT")
 
     async def migrate(self) -> list[int]:
-        """Apply each migration not yet recorded, each in its own transaction; return the numbers applied."""
+        """Apply the migrations not yet recorded, in order, in one transaction; return the numbers applied."""
         assert self._writer is not None
         await self._writer.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -102,20 +102,22 @@ class Database:
         )
         async with self._writer.execute("SELECT number FROM schema_migrations") as cursor:
             done = {row[0] for row in await cursor.fetchall()}
-        applied = []
-        for number, name, sql in migration_files():
-            if number in done:
-                continue
-            # executescript would commit on its own; run statement by statement inside one transaction.
-            async with self.write() as conn:
+        pending = [(number, name, sql) for number, name, sql in migration_files() if number not in done]
+        if not pending:
+            return []
+        # All pending migrations in one transaction (executescript would commit on its own): a first start
+        # pays for one durable commit, not one per migration, and a crash leaves the schema as it was.
+        async with self.write() as conn:
+            for number, name, sql in pending:
                 for statement in _split_sql(sql):
                     await conn.execute(statement)
                 await conn.execute(
                     "INSERT INTO schema_migrations (number, name, applied_at) VALUES (?, ?, ?)",
                     (number, name, utc_now()),
                 )
+        for number, name, _ in pending:
             log.info("applied migration %04d_%s", number, name)
-            applied.append(number)
+        applied = [number for number, _, _ in pending]
         return applied
 
 

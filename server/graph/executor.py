@@ -180,6 +180,8 @@ class Executor:
             images=self.images,
             loop=asyncio.get_running_loop(),
         )
+        if self.loader.models is not None:
+            await self.loader.models.ready()  # sessions name models: wait until models.yaml has been read
         while True:
             while not self._pending:
                 self._wakeup.clear()

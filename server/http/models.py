@@ -35,8 +35,8 @@ KEY_PARAMS = {
 KEY_TYPES = {"base_model": BaseModel, "model_type": ModelType}
 
 
-def _manager(request: Request) -> ModelManager:
-    return services(request).models
+async def _manager(request: Request) -> ModelManager:
+    return await services(request).models.ready()
 
 
 def _key(request: Request) -> str:
@@ -46,7 +46,8 @@ def _key(request: Request) -> str:
 
 @operation("List models", tags=TAGS, query=ModelsQuery, responses={200: ModelsList})
 async def list_models(request: Request, *, query: ModelsQuery) -> Response:
-    models = _manager(request).list_models(query.base_models, query.model_type)
+    manager = await _manager(request)
+    models = manager.list_models(query.base_models, query.model_type)
     return json_response(ModelsList(models=models))
 
 
@@ -58,7 +59,8 @@ async def list_models(request: Request, *, query: ModelsQuery) -> Response:
     path_types=KEY_TYPES,
 )
 async def get_model(request: Request) -> Response:
-    config = _manager(request).registry.get(_key(request))
+    manager = await _manager(request)
+    config = manager.registry.get(_key(request))
     if config is None:
         return _not_found(request)
     return json_response(config)
@@ -75,7 +77,8 @@ def _not_found(request: Request) -> Response:
     responses={201: ModelConfig, 403: None, 404: None, 409: None, 415: None, 424: None},
 )
 async def import_model(request: Request, *, body: ImportRequest) -> Response:
-    config = await _manager(request).import_model(body)
+    manager = await _manager(request)
+    config = await manager.import_model(body)
     return json_response(config, 201)
 
 
@@ -86,7 +89,8 @@ async def import_model(request: Request, *, body: ImportRequest) -> Response:
     responses={201: ModelConfig, 403: None, 404: None, 409: None, 422: None},
 )
 async def add_model(request: Request, *, body: ModelConfig) -> Response:
-    config = await _manager(request).add(body)
+    manager = await _manager(request)
+    config = await manager.add(body)
     return json_response(config, 201)
 
 
@@ -99,7 +103,8 @@ async def add_model(request: Request, *, body: ModelConfig) -> Response:
     path_types=KEY_TYPES,
 )
 async def update_model(request: Request, *, body: ModelConfig) -> Response:
-    config = await _manager(request).update(_key(request), body)
+    manager = await _manager(request)
+    config = await manager.update(_key(request), body)
     return json_response(config)
 
 
@@ -112,7 +117,8 @@ async def update_model(request: Request, *, body: ModelConfig) -> Response:
     path_types=KEY_TYPES,
 )
 async def delete_model(request: Request, *, query: DeleteQuery) -> Response:
-    await _manager(request).delete(_key(request), query.delete_files)
+    manager = await _manager(request)
+    await manager.delete(_key(request), query.delete_files)
     return Response(status_code=204)
 
 
@@ -125,7 +131,8 @@ async def delete_model(request: Request, *, query: DeleteQuery) -> Response:
     path_types=KEY_TYPES,
 )
 async def convert_model(request: Request, *, query: ConvertQuery) -> Response:
-    config = await _manager(request).convert(_key(request), query.convert_dest_directory)
+    manager = await _manager(request)
+    config = await manager.convert(_key(request), query.convert_dest_directory)
     return json_response(config)
 
 
@@ -145,7 +152,8 @@ async def merge_models(request: Request, *, body: MergeRequest) -> Response:
             f"base_model must be one of {', '.join(BASE_MODELS)}, not {base_model!r}",
             [ErrorItem(loc=["path", "base_model"], msg="unknown base model")],
         )
-    config = await _manager(request).merge(base_model, body)
+    manager = await _manager(request)
+    config = await manager.merge(base_model, body)
     return json_response(config)
 
 
@@ -156,12 +164,14 @@ async def merge_models(request: Request, *, body: MergeRequest) -> Response:
     responses={200: list[str], 403: None, 404: None, 422: None},
 )
 async def search_models(request: Request, *, query: SearchQuery) -> Response:
-    return json_response(await _manager(request).search(query.search_path))
+    manager = await _manager(request)
+    return json_response(await manager.search(query.search_path))
 
 
 @operation("Legacy checkpoint configs the server ships", tags=TAGS, responses={200: list[str]})
 async def ckpt_confs(request: Request) -> Response:
-    return json_response(_manager(request).ckpt_confs())
+    manager = await _manager(request)
+    return json_response(manager.ckpt_confs())
 
 
 @operation(
@@ -170,7 +180,8 @@ async def ckpt_confs(request: Request) -> Response:
     responses={200: SyncResult, 424: None},
 )
 async def sync_models(request: Request) -> Response:
-    return json_response(await _manager(request).sync())
+    manager = await _manager(request)
+    return json_response(await manager.sync())
 
 
 routes = [

@@ -72,6 +72,8 @@ def _invalid(problems: list[Problem]) -> ApiError:
 async def _missing_references(svc: Services, graph: Graph) -> list[Problem]:
     """Models and images the graph names that do not exist: found now rather than halfway through a run."""
     problems = []
+    if svc.models is not None:
+        await svc.models.ready()
     for node_id, node in graph.nodes.items():
         if isinstance(node, MainModelLoaderNode) and svc.models is not None:
             model = node.model

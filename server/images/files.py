@@ -13,11 +13,13 @@ import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
-from PIL import Image, PngImagePlugin
+from typing import TYPE_CHECKING
 
 from server.fileio import atomic_write
 from server.images.names import is_image_name, thumbnail_name
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ class ImageFiles:
     def write_thumbnail(self, image_name: str) -> None:
         """Rebuild a missing thumbnail from the image (start-up reconciliation)."""
         data = self.read(self.image_path(image_name))
+        from PIL import Image
+
         with Image.open(io.BytesIO(data.data)) as image:
             image.load()
             _atomic_write(self.thumbnail_path(image_name), encode_thumbnail(image))
@@ -107,6 +111,8 @@ class ImageFiles:
 
     def open_image(self, image_name: str) -> Image.Image:
         data = self.read(self.image_path(image_name))
+        from PIL import Image
+
         with Image.open(io.BytesIO(data.data)) as image:
             image.load()
             return image.copy()
@@ -143,6 +149,8 @@ class ImageFiles:
 def encode_png(image: Image.Image, text_chunks: dict[str, str]) -> bytes:
     if image.mode not in ("RGB", "RGBA", "L", "LA", "I;16", "1"):
         image = image.convert("RGBA" if _has_alpha(image) else "RGB")
+    from PIL import PngImagePlugin
+
     info = PngImagePlugin.PngInfo()
     for key, value in text_chunks.items():
         # iTXt keeps any Unicode; tEXt is Latin-1 only. InvokeAI and A1111 read both.
@@ -160,6 +168,8 @@ def encode_thumbnail(image: Image.Image) -> bytes:
     if thumb.mode not in ("RGB", "RGBA"):
         thumb = thumb.convert("RGBA" if _has_alpha(thumb) else "RGB")
     # thumbnail() keeps the aspect ratio and never enlarges.
+    from PIL import Image
+
     thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     thumb.save(out, format="WEBP", quality=WEBP_QUALITY, method=4)

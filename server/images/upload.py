@@ -5,10 +5,12 @@ Blocking (Pillow): run in a thread."""
 from __future__ import annotations
 
 import io
-
-from PIL import Image, ImageOps, UnidentifiedImageError
+from typing import TYPE_CHECKING
 
 from server.images.foreign import EXIF_IFD, USER_COMMENT, ForeignMetadata, decode_user_comment, read_foreign_metadata
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 
@@ -23,12 +25,17 @@ class UploadRejected(Exception):
 
 
 def max_pixels() -> int:
+    from PIL import Image
+
     # Pillow's own decompression-bomb threshold (about 89 megapixels unless changed).
     return Image.MAX_IMAGE_PIXELS or 2**62
 
 
 def decode_upload(data: bytes) -> tuple[Image.Image, ForeignMetadata]:
     """The decoded image (EXIF orientation applied) and the metadata it carried."""
+    # Pillow is imported where it is used: the server answers its first request before loading it.
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         # Opening reads only the header; over the pixel limit Pillow merely warns (it raises at twice the
         # limit), so the size is checked here before any pixel is decoded.

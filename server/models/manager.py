@@ -67,17 +67,24 @@ class ModelManager:
         self._followup: asyncio.TimerHandle | None = None
         self._config_dirs: dict[tuple[str, tuple], Path | None] = {}
         self.watcher: ModelWatcher | None = None
+        self.loaded = asyncio.Event()
         self.first_sync = asyncio.Event()
 
     # -- life cycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Read models.yaml, start watching, and sync in the background (start-up does not wait for it)."""
+        """Read models.yaml, start watching, then sync, all in the background: the server answers at once, and
+        whatever needs the registry waits for `ready()` (which models.yaml alone makes ready)."""
+        self._spawn(self._start_in_background())
+
+    async def _start_in_background(self) -> None:
         try:
             await asyncio.to_thread(self._load_or_create)
         except RegistryError as exc:
             self._load_error = str(exc)
             log.error("%s", exc)
+        finally:
+            self.loaded.set()
         if self.settings.watch:
             from server.models.watcher import ModelWatcher
 
@@ -85,7 +92,12 @@ class ModelManager:
                 [self.settings.autoimport_dir, self.models_dir], self.settings.models_yaml, self.sync_quietly
             )
             self.watcher.start()
-        self._spawn(self._initial_sync())
+        await self._initial_sync()
+
+    async def ready(self) -> ModelManager:
+        """The manager, once models.yaml has been read."""
+        await self.loaded.wait()
+        return self
 
     def _load_or_create(self) -> None:
         self._remove_stale_yaml_copies()
@@ -100,6 +112,7 @@ class ModelManager:
             await self.watcher.ready.wait()
         await self.sync_quietly()
         self.first_sync.set()
+        log.info("models: first sync done")
 
     async def stop(self) -> None:
         if self._followup is not None:
@@ -203,6 +216,7 @@ class ModelManager:
 
     async def sync(self) -> SyncResult:
         """Make the registry, models.yaml and the folders agree. ApiError 424 when models.yaml does not parse."""
+        await self.loaded.wait()
         async with self._lock:
             try:
                 result, deferred = await asyncio.to_thread(self.syncer.run)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import yaml
 
 from server.fileio import atomic_write
 from server.models.schema import ModelConfig, ModelFormat, ModelVariant, PredictionType
@@ -23,9 +22,6 @@ log = logging.getLogger(__name__)
 
 METADATA_KEY = "__metadata__"
 YAML_VERSION = "1"
-
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class RegistryError(Exception):
@@ -182,8 +178,10 @@ class Registry:
             return str(self.yaml_path)
 
     def _parse(self, raw: bytes):
+        import yaml  # on first use: the server reads models.yaml after it has started answering
+
         try:
-            data = yaml.load(raw, Loader=_Loader) if raw.strip() else {}
+            data = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if raw.strip() else {}
         except yaml.YAMLError as exc:
             where = ""
             mark = getattr(exc, "problem_mark", None)
@@ -263,7 +261,10 @@ class Registry:
         rows.update(self._invalid)
         for key in sorted(rows):
             document[key] = rows[key]
-        text = yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+        import yaml
+
+        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+        text = yaml.dump(document, Dumper=dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
         data = text.encode("utf-8")
         self.yaml_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.yaml_path, data)

@@ -43,6 +43,7 @@ class ServerProcess:
             **(env or {}),
         }
         with open(log_path, "ab") as log:
+            self._log_start = log.tell()
             log.write(f"--- serve --root {root} --port {self.port}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
@@ -55,6 +56,9 @@ class ServerProcess:
         self.http = httpx.Client(base_url=self.url, timeout=60)
         try:
             self.wait_until(lambda: self.http.get("/health").status_code == 200, what="/health to answer")
+            # The model folders are read in the background after start-up: tests that drop files expect the
+            # first sync to be behind them.
+            self.wait_until(lambda: "models: first sync done" in self.log_text_since_start(), what="the first sync")
         except BaseException:
             self.stop()
             raise
@@ -62,6 +66,11 @@ class ServerProcess:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def log_text_since_start(self) -> str:
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode("utf-8", "replace")
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
