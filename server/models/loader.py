@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 from server.config import Settings
 from server.graph.devices import resolve_device
+from server.models.libraries import quiet_ml_libraries
 from server.models.schema import ModelIdentifier
 from server.ws.events import ModelLoadCompleted, ModelLoadStarted
 from server.ws.hub import EventHub
@@ -56,7 +56,7 @@ class ModelLoader:
 
     def ensure_device(self) -> None:
         if self.device is None:
-            _quiet_libraries()
+            quiet_ml_libraries()
             self.device, self.dtype = resolve_device(self.settings.device, self.settings.precision)
             log.info("generation runs on %s (%s)", self.device, str(self.dtype).removeprefix("torch."))
 
@@ -205,20 +205,6 @@ class ModelLoader:
         module.eval()
         module.requires_grad_(False)
         return module
-
-
-def _quiet_libraries() -> None:
-    """Progress bars and advice to install accelerate/torchvision belong in a notebook, not the server log."""
-    # Some of the advice is printed while the libraries import: their environment switches come first.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def _fix_tokenizer(tokenizer: Any) -> Any:

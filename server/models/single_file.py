@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from server.fileio import publish_folder
+from server.models.libraries import quiet_ml_libraries
 from server.models.tiny import CKPT_CONFIG_KEY, MODEL_INDEX, SAFETENSORS_CONFIG_KEY, write_tokenizer
 
 if TYPE_CHECKING:
@@ -131,6 +132,7 @@ def load_pipeline_from_single_file(
     `config_dir` came from the checkpoint's embedded configs, which are exact where a stock yaml is not.
     The safety checker is never loaded.
     """
+    quiet_ml_libraries()
     from diffusers import StableDiffusionPipeline
 
     kwargs: dict[str, Any] = {}

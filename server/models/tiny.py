@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
+from server.models.libraries import quiet_ml_libraries
 from server.models.shipped import bytes_to_unicode
 
 SAFETENSORS_CONFIG_KEY = "imagegraph.diffusers_config"
@@ -130,6 +131,8 @@ def _make_readable(path: Path) -> None:
 
 def _write_diffusers_folder(folder: Path, seed: int) -> tuple[Any, Any, Any]:
     import torch
+
+    quiet_ml_libraries()
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
