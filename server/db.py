@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -105,16 +104,24 @@ class Database:
         pending = [(number, name, sql) for number, name, sql in migration_files() if number not in done]
         if not pending:
             return []
-        # All pending migrations in one transaction (executescript would commit on its own): a first start
-        # pays for one durable commit, not one per migration, and a crash leaves the schema as it was.
-        async with self.write() as conn:
-            for number, name, sql in pending:
-                for statement in _split_sql(sql):
-                    await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (number, name, applied_at) VALUES (?, ?, ?)",
-                    (number, name, utc_now()),
-                )
+        # All pending migrations as one script in one transaction: one round trip and one durable commit on a
+        # first start, and a crash (or a failing statement) leaves the schema as it was.
+        now = utc_now()
+        parts = ["BEGIN IMMEDIATE;"]
+        for number, name, sql in pending:
+            parts += [
+                sql,
+                f"INSERT INTO schema_migrations (number, name, applied_at) VALUES ({number}, '{name}', '{now}');",
+            ]
+        parts.append("COMMIT;")
+        assert self._write_lock is not None
+        async with self._write_lock:
+            try:
+                await self._writer.executescript("\n".join(parts))
+            except BaseException:
+                if self._writer.in_transaction:
+                    await self._writer.execute("ROLLBACK")
+                raise
         for number, name, _ in pending:
             log.info("applied migration %04d_%s", number, name)
         applied = [number for number, _, _ in pending]
@@ -179,21 +186,6 @@ class Rows:
         if row is None:
             raise StopAsyncIteration
         return row
-
-
-def _split_sql(script: str) -> list[str]:
-    statements, current = [], []
-    for line in script.splitlines():
-        if line.strip().startswith("--"):
-            continue
-        current.append(line)
-        candidate = "\n".join(current)
-        if candidate.rstrip().endswith(";") and sqlite3.complete_statement(candidate):
-            statements.append(candidate.strip())
-            current = []
-    if "\n".join(current).strip():
-        statements.append("\n".join(current).strip())
-    return statements
 
 
 class ItemStorage(Generic[T]):

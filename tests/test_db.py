@@ -86,3 +86,26 @@ def test_failed_write_is_rolled_back(tmp_path):
         return count
 
     assert run(scenario()) == 0
+
+
+def test_a_failing_migration_applies_none_of_the_pending_ones(tmp_path, monkeypatch):
+    import sqlite3
+
+    import server.db
+
+    good = (9001, "good", "CREATE TABLE good_one (id INTEGER);")
+    bad = (9002, "bad", "CREATE TABLE broken (;")
+    monkeypatch.setattr(server.db, "migration_files", lambda: [*migration_files(), good, bad])
+
+    async def scenario():
+        db = Database(tmp_path / "x.db")
+        with pytest.raises(Exception, match="syntax error"):
+            await db.open()
+        await db.close()
+
+    run(scenario())
+    with sqlite3.connect(tmp_path / "x.db") as conn:
+        applied = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert applied == 0
+    assert "good_one" not in tables and "sessions" not in tables
