@@ -155,7 +155,8 @@ def tiny_model(server: ServerProcess) -> dict:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install --no-install-recommends chromium)")
+        # A failure, not a skip: a browser suite that silently does not run proves nothing (scripts/test installs it).
+        pytest.fail(f"{CHROMIUM} is not installed (apt-get install --no-install-recommends chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
