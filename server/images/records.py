@@ -6,9 +6,8 @@ import typing
 from typing import Any
 
 import aiosqlite
-import msgspec
 
-from server.images.schema import ImageCategory, ImageDTO, ListImagesQuery
+from server.images.schema import ImageCategory, ImageDTO, ImageRecord, ListImagesQuery
 
 NO_BOARD = "none"
 CATEGORIES: tuple[ImageCategory, ...] = typing.get_args(ImageCategory)
@@ -16,20 +15,6 @@ COLUMNS = (
     "image_name, image_category, width, height, created_at, updated_at, is_intermediate, session_id, node_id, "
     "board_id, starred"
 )
-
-
-class ImageRecord(msgspec.Struct, kw_only=True):
-    image_name: str
-    image_category: ImageCategory
-    width: int
-    height: int
-    created_at: str
-    updated_at: str
-    is_intermediate: bool
-    session_id: str | None
-    node_id: str | None
-    board_id: str | None
-    starred: bool
 
 
 def to_dto(row: Any) -> ImageDTO:

@@ -14,10 +14,10 @@ Offset = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 BoardName = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
 
 
-class ImageDTO(msgspec.Struct, kw_only=True):
+class ImageRecord(msgspec.Struct, kw_only=True):
+    """An image as the database holds it."""
+
     image_name: str
-    image_url: str
-    thumbnail_url: str
     image_category: ImageCategory
     width: int
     height: int
@@ -28,6 +28,13 @@ class ImageDTO(msgspec.Struct, kw_only=True):
     node_id: str | None
     board_id: str | None
     starred: bool
+
+
+class ImageDTO(ImageRecord, kw_only=True):
+    """The record and where its files are served (API.md §Images)."""
+
+    image_url: str
+    thumbnail_url: str
 
 
 class ImageList(msgspec.Struct, kw_only=True):
