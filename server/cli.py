@@ -53,6 +53,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"imagegraph: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # watchfiles logs every batch of changes at INFO; the model manager logs what a change did.
+    logging.getLogger("watchfiles").setLevel(max(logging.WARNING, logging.getLogger().level))
     run_server(settings)
     return 0
 
