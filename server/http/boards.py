@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.http.errors import ApiError, ErrorItem
+from server.http.errors import ApiError, ErrorItem, not_found
 from server.http.io import json_response, operation
 from server.images.boards import Boards, UnknownImage
 from server.images.schema import (
@@ -26,11 +26,6 @@ TAGS = ("boards",)
 
 def _boards(request: Request) -> Boards:
     return services(request).images.boards
-
-
-def _not_found(board_id: str) -> ApiError:
-    shown = board_id if len(board_id) <= 80 else board_id[:80] + "…"
-    return ApiError(404, f"Board {shown!r} not found")
 
 
 def _blank_name() -> ApiError:
@@ -65,7 +60,7 @@ async def get_board(request: Request) -> Response:
     board_id = request.path_params["board_id"]
     dto = await _boards(request).get(board_id)
     if dto is None:
-        raise _not_found(board_id)
+        raise not_found("Board", board_id)
     return json_response(dto)
 
 
@@ -79,7 +74,7 @@ async def patch_board(request: Request, *, body: BoardPatch) -> Response:
     except UnknownImage as exc:
         raise ApiError(422, str(exc), [ErrorItem(loc=["body", "cover_image_name"], msg=str(exc))]) from None
     except LookupError:
-        raise _not_found(board_id) from None
+        raise not_found("Board", board_id) from None
 
 
 @operation(
@@ -93,7 +88,7 @@ async def delete_board(request: Request, *, query: DeleteBoardQuery) -> Response
     try:
         return json_response(await _boards(request).delete(board_id, include_images=query.include_images))
     except LookupError:
-        raise _not_found(board_id) from None
+        raise not_found("Board", board_id) from None
 
 
 @operation("Names of the board's images, newest first", tags=TAGS, responses={200: list[str], 404: None})
@@ -101,7 +96,7 @@ async def board_image_names(request: Request) -> Response:
     board_id = request.path_params["board_id"]
     boards = _boards(request)
     if not await boards.exists(board_id):
-        raise _not_found(board_id)
+        raise not_found("Board", board_id)
     return json_response(await boards.image_names(board_id))
 
 

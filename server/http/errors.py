@@ -33,8 +33,10 @@ class ApiError(Exception):
         self.errors = errors or []
 
 
-def not_found(what: str) -> ApiError:
-    return ApiError(404, f"{what} not found")
+def not_found(kind: str, identifier: str) -> ApiError:
+    """404 naming what was asked for; a long identifier (a client may send anything) is cut short."""
+    shown = identifier if len(identifier) <= 80 else identifier[:80] + "…"
+    return ApiError(404, f"{kind} {shown!r} not found")
 
 
 def error_response(status: int, detail: str, errors: list[ErrorItem] | None = None, headers=None) -> Response:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.http.errors import ApiError, ErrorItem
+from server.http.errors import ApiError, ErrorItem, not_found
 from server.http.io import json_response, operation
 from server.images.cache import CachedFile
 from server.images.schema import (
@@ -37,11 +37,6 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 def _images(request: Request) -> ImageService:
     return services(request).images
-
-
-def _not_found(image_name: str) -> ApiError:
-    shown = image_name if len(image_name) <= 80 else image_name[:80] + "…"
-    return ApiError(404, f"Image {shown!r} not found")
 
 
 def _unknown_board(exc: UnknownBoard, where: str) -> ApiError:
@@ -122,7 +117,7 @@ async def get_image(request: Request) -> Response:
     name = request.path_params["image_name"]
     dto = await _images(request).get_dto(name)
     if dto is None:
-        raise _not_found(name)
+        raise not_found("Image", name)
     return json_response(dto)
 
 
@@ -136,7 +131,7 @@ async def get_metadata(request: Request) -> Response:
     try:
         return json_response(await _images(request).metadata(name))
     except LookupError:
-        raise _not_found(name) from None
+        raise not_found("Image", name) from None
 
 
 @operation("The image's URLs", tags=TAGS, responses={200: ImageUrls, 404: None})
@@ -144,7 +139,7 @@ async def get_urls(request: Request) -> Response:
     name = request.path_params["image_name"]
     dto = await _images(request).get_dto(name)
     if dto is None:
-        raise _not_found(name)
+        raise not_found("Image", name)
     return json_response(ImageUrls(image_name=name, image_url=dto.image_url, thumbnail_url=dto.thumbnail_url))
 
 
@@ -161,14 +156,14 @@ async def patch_image(request: Request, *, body: ImagePatch) -> Response:
     except UnknownBoard as exc:
         raise _unknown_board(exc, "body") from None
     except LookupError:
-        raise _not_found(name) from None
+        raise not_found("Image", name) from None
 
 
 @operation("Delete an image: record, file and thumbnail", tags=TAGS, responses={204: None, 404: None})
 async def delete_image(request: Request) -> Response:
     name = request.path_params["image_name"]
     if not await _images(request).delete([name]):
-        raise _not_found(name)
+        raise not_found("Image", name)
     return Response(status_code=204)
 
 
@@ -268,7 +263,7 @@ async def _serve(request: Request, *, thumbnail: bool) -> Response:
     try:
         item = await _images(request).get_file(name, thumbnail=thumbnail)
     except LookupError:
-        raise _not_found(name) from None
+        raise not_found("Image", name) from None
     if _not_modified(item, request):
         return Response(status_code=304, headers={k.decode(): v.decode() for k, v in item.not_modified_headers})
     return _range_response(item, request) or _FileResponse(item)

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.http.errors import ApiError, ErrorItem, error_response
+from server.http.errors import ApiError, ErrorItem
 from server.http.io import json_response, operation
 from server.models.manager import ModelManager
 from server.models.schema import (
@@ -62,12 +62,8 @@ async def get_model(request: Request) -> Response:
     manager = await _manager(request)
     config = manager.registry.get(_key(request))
     if config is None:
-        return _not_found(request)
+        raise ApiError(404, f"model {_key(request)} not found")  # worded as the manager words it
     return json_response(config)
-
-
-def _not_found(request: Request) -> Response:
-    return error_response(404, f"model {_key(request)} not found")
 
 
 @operation(

@@ -14,7 +14,7 @@ from server.graph.fields import ImageField
 from server.graph.graph import Graph, GraphInput, GraphInvalid, Problem, validate_graph
 from server.graph.nodes.model import MainModelLoaderNode
 from server.graph.session import Session, SessionPage, SessionStore
-from server.http.errors import ApiError, ErrorItem
+from server.http.errors import ApiError, ErrorItem, not_found
 from server.http.io import Operation, decode_body, json_response, operation
 from server.images.schema import Offset
 from server.services import Services, services
@@ -56,11 +56,6 @@ def _store(request: Request) -> SessionStore:
 
 def _executor(request: Request) -> Executor:
     return services(request).executor
-
-
-def _not_found(session_id: str) -> ApiError:
-    shown = session_id if len(session_id) <= 80 else session_id[:80] + "…"
-    return ApiError(404, f"Session {shown!r} not found")
 
 
 def _invalid(problems: list[Problem]) -> ApiError:
@@ -132,7 +127,7 @@ async def get_session(request: Request) -> Response:
         return json_response(live)
     raw = await _store(request).get_raw(session_id)
     if raw is None:
-        raise _not_found(session_id)
+        raise not_found("Session", session_id)
     # Stored JSON goes out as it is: no decode and re-encode of a large graph.
     return Response(raw, media_type="application/json")
 
@@ -148,7 +143,7 @@ async def invoke_session(request: Request, query: InvokeQuery) -> Response:
     try:
         session = await _executor(request).submit(session_id, all_nodes=query.all)
     except LookupError:
-        raise _not_found(session_id) from None
+        raise not_found("Session", session_id) from None
     except SessionConflict as exc:
         raise ApiError(409, f"{exc}; cancel it or wait for it to finish") from None
     return json_response(session, 202)
@@ -164,7 +159,7 @@ async def cancel_session(request: Request) -> Response:
     try:
         await _executor(request).cancel(session_id)
     except LookupError:
-        raise _not_found(session_id) from None
+        raise not_found("Session", session_id) from None
     except SessionConflict as exc:
         raise ApiError(409, str(exc)) from None
     return Response(status_code=202)
