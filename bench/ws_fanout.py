@@ -43,7 +43,7 @@ def serve_imagegraph(port: int, root: str) -> None:
 
     from server.app import build_app
     from server.config import Settings
-    from server.ws.events import ImageDeleted
+    from server.events import ImageDeleted
 
     settings = Settings(root=root, watch=False, port=port, ws_client_queue=1_000_000)
     app = build_app(settings)
@@ -221,7 +221,7 @@ def measure(kind: str, client_counts: list[int], root: str) -> dict[int, dict[st
 
 def emit_cost() -> dict[str, float]:
     """Microseconds per `emit` on the loop thread: nobody connected, one stalled client, 100 clients (one stalled)."""
-    from server.ws.events import ImageDeleted
+    from server.events import ImageDeleted
     from server.ws.hub import EventHub
 
     costs = {}

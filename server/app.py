@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from server.config import Settings
 from server.db import Database
+from server.events import ServerEvent
 from server.graph.executor import Executor
 from server.graph.session import SessionStore
 from server.http import app as app_routes
@@ -32,12 +33,15 @@ from server.http.errors import EXCEPTION_HANDLERS
 from server.http.io import json_response
 from server.http.openapi import build_openapi
 from server.http.security import SecurityMiddleware
+from server.http.websocket import websocket_endpoint
 from server.images.service import ImageService
-from server.models.manager import ModelManager
+from server.models.catalogue import ModelCatalogue
+from server.models.operations import ModelOperations
+from server.models.paths import PathRules
+from server.models.transforms import ModelTransforms
 from server.services import Services
-from server.ws.endpoint import websocket_endpoint
-from server.ws.events import ClientRequest, ServerEvent
 from server.ws.hub import EventHub
+from server.ws.messages import ClientRequest
 
 log = logging.getLogger("imagegraph")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -57,6 +61,27 @@ def api_routes() -> list[BaseRoute]:
         *node_routes.routes,
         *queue_routes.routes,
     ]
+
+
+def build_services(settings: Settings, db: Database, hub: EventHub) -> Services:
+    """Every service, wired: each producer gets the hub's `emit`, and what else it needs, from here."""
+    emit = hub.emit
+    sessions = SessionStore(db)
+    images = ImageService(settings, db, emit, graph_of=sessions.graph_of)
+    paths = PathRules(settings.root_path, settings.models_dir, settings.search_roots)
+    models = ModelCatalogue(settings, emit, paths.allowed_folders())
+    operations = ModelOperations(models, paths)
+    return Services(
+        settings=settings,
+        db=db,
+        events=hub,
+        images=images,
+        sessions=sessions,
+        models=models,
+        model_operations=operations,
+        model_transforms=ModelTransforms(models, paths, operations),
+        executor=Executor(settings, emit, sessions, images, models),
+    )
 
 
 def build_app(settings: Settings) -> Starlette:
@@ -84,21 +109,17 @@ def build_app(settings: Settings) -> Starlette:
         await db.open()
         hub = EventHub(settings.ws_replay_events, settings.ws_client_queue)
         hub.bind(asyncio.get_running_loop())
-        svc = Services(settings=settings, db=db, events=hub)
+        svc = build_services(settings, db, hub)
         app.state.services = svc
         # If a service fails to start, the ones already started are stopped again, in reverse order.
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(db.close)
-            svc.images = ImageService(settings, db, hub)
             await svc.images.start()
             stack.push_async_callback(svc.images.stop)
             # Reads models.yaml and starts the watcher; the first sync runs in the background.
-            svc.models = ModelManager(settings, hub)
             await svc.models.start()
             stack.push_async_callback(svc.models.stop)
             # The executor starts last (it runs queued sessions, which need every other service) and stops first.
-            svc.sessions = SessionStore(db)
-            svc.executor = Executor(settings, hub, svc.sessions, svc.images, svc.models)
             await svc.executor.start()
             stack.push_async_callback(svc.executor.stop)
             yield

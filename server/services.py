@@ -1,33 +1,30 @@
-"""What the routes reach through `request.app.state.services`: each service built once by the lifespan."""
+"""Every service of a running server, built once by the app's lifespan (server/app.py) and complete before the
+first request: routes reach them through `server.http.state.services(request)`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from starlette.requests import HTTPConnection
 
 from server.config import Settings
 from server.db import Database
+from server.graph.executor import Executor
+from server.graph.session import SessionStore
+from server.images.service import ImageService
+from server.models.catalogue import ModelCatalogue
+from server.models.operations import ModelOperations
+from server.models.transforms import ModelTransforms
 from server.ws.hub import EventHub
 
-if TYPE_CHECKING:
-    from server.graph.executor import Executor
-    from server.graph.session import SessionStore
-    from server.images.service import ImageService
-    from server.models.manager import ModelManager
 
-
-@dataclass
+@dataclass(frozen=True)
 class Services:
     settings: Settings
     db: Database
+    # The WebSocket hub: every producer was given its `emit`; clients subscribe to it.
     events: EventHub
-    images: ImageService = None  # type: ignore[assignment]
-    models: ModelManager = None  # type: ignore[assignment]
-    executor: Executor = None  # type: ignore[assignment]
-    sessions: SessionStore = None  # type: ignore[assignment]
-
-
-def services(connection: HTTPConnection) -> Services:
-    return connection.app.state.services
+    images: ImageService
+    sessions: SessionStore
+    models: ModelCatalogue
+    model_operations: ModelOperations
+    model_transforms: ModelTransforms
+    executor: Executor

@@ -9,17 +9,17 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from server.events import Emit, GeneratorProgress
 from server.graph.preview import latents_preview
-from server.ws.events import GeneratorProgress
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from server.config import Settings
     from server.images.schema import ImageDTO
+    from server.images.service import ImageService
     from server.models.loader import ModelLoader
     from server.models.schema import ModelIdentifier
-    from server.ws.hub import EventHub
 
 T = TypeVar("T")
 
@@ -37,9 +37,9 @@ class RunServices:
     """What nodes may reach: passed in by the executor, never looked up globally."""
 
     settings: Settings
-    events: EventHub
+    emit: Emit
     loader: ModelLoader
-    images: Any
+    images: ImageService
     loop: asyncio.AbstractEventLoop
 
 
@@ -54,7 +54,7 @@ class InvocationContext:
     # Prefix for the names of tensors this invocation creates (derived from its cache key when it has one).
     name_prefix: str
     cancel: threading.Event
-    # The session's graph without metadata accumulators, as embedded in every image it saves (made on demand).
+    # The session's graph as JSON, encoded once on demand (the image service strips its accumulators).
     graph_json: Callable[[], str] | None = None
     produced: dict[str, Any] = field(default_factory=dict)
     _last_preview: float = float("-inf")
@@ -96,7 +96,7 @@ class InvocationContext:
         if step == total_steps or (now - self._last_preview) * 1000 >= self.services.settings.preview_interval_ms:
             preview = latents_preview(latents)
             self._last_preview = now
-        self.services.events.emit(
+        self.services.emit(
             GeneratorProgress(
                 session_id=self.session_id,
                 node_id=self.node_id,
@@ -112,16 +112,12 @@ class InvocationContext:
         return asyncio.run_coroutine_threadsafe(coro, self.services.loop).result()
 
     def image_dto(self, image_name: str) -> ImageDTO:
-        if self.services.images is None:
-            raise NodeError("the image service is not running")
         dto = self.call_async(self.services.images.get_dto(image_name))
         if dto is None:
             raise NodeError(f"image {image_name!r} does not exist")
         return dto
 
     def open_image(self, image_name: str) -> Image.Image:
-        if self.services.images is None:
-            raise NodeError("the image service is not running")
         try:
             return self.call_async(self.services.images.open_image(image_name))
         except LookupError:
@@ -136,8 +132,6 @@ class InvocationContext:
         metadata: str | None = None,
         category: str = "general",
     ) -> ImageDTO:
-        if self.services.images is None:
-            raise NodeError("the image service is not running")
         return self.call_async(
             self.services.images.save(
                 image,

@@ -13,20 +13,23 @@ import logging
 import threading
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from server.config import Settings
+from server.events import Emit, QueueStatus, SessionCanceled, SessionComplete, SessionStarted
 from server.graph.cache import NodeCache
 from server.graph.context import Canceled, RunServices
-from server.graph.devices import guess_device
 from server.graph.graph import topological_order
 from server.graph.runner import SessionFailed, SessionRun
 from server.graph.session import FINISHED, Session, SessionStore
+from server.models.devices import guess_device
 from server.models.loader import ModelLoader
-from server.ws.events import QueueStatus, SessionCanceled, SessionComplete, SessionStarted
-from server.ws.hub import EventHub
+
+if TYPE_CHECKING:
+    from server.images.service import ImageService
+    from server.models.catalogue import ModelCatalogue
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +52,15 @@ class SessionConflict(Exception):
 
 
 class Executor:
-    def __init__(self, settings: Settings, events: EventHub, store: SessionStore, images: Any, models: Any) -> None:
+    def __init__(
+        self, settings: Settings, emit: Emit, store: SessionStore, images: ImageService, models: ModelCatalogue
+    ) -> None:
         self.settings = settings
-        self.events = events
+        self.emit = emit
         self.store = store
         self.images = images
-        self.loader = ModelLoader(models, settings, events)
+        self.models = models
+        self.loader = ModelLoader(models, settings, emit)
         self.cache = NodeCache(settings.node_cache_entries)
         # One thread does all torch work, so models and the device are never used from two threads.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagegraph-worker")
@@ -162,26 +168,25 @@ class Executor:
             self._parked.pop(session_id, None)
             session.status = "canceled"
             await self.store.save(session)
-        self.events.emit(SessionCanceled(session_id=session_id))
-        self.events.emit(SessionComplete(session_id=session_id, status="canceled"))
+        self.emit(SessionCanceled(session_id=session_id))
+        self.emit(SessionComplete(session_id=session_id, status="canceled"))
         self._queue_changed()
 
     # the worker loop
 
     def _queue_changed(self) -> None:
         state = self.status()
-        self.events.emit(QueueStatus(running=state.running, pending=state.pending))
+        self.emit(QueueStatus(running=state.running, pending=state.pending))
 
     async def _work(self) -> None:
         services = RunServices(
             settings=self.settings,
-            events=self.events,
+            emit=self.emit,
             loader=self.loader,
             images=self.images,
             loop=asyncio.get_running_loop(),
         )
-        if self.loader.models is not None:
-            await self.loader.models.ready()  # sessions name models: wait until models.yaml has been read
+        await self.models.ready()  # sessions name models: wait until models.yaml has been read
         while True:
             while not self._pending:
                 self._wakeup.clear()
@@ -209,7 +214,7 @@ class Executor:
         # simply runs again after the restart.
         self._changed()
         self._queue_changed()
-        self.events.emit(SessionStarted(session_id=session_id))
+        self.emit(SessionStarted(session_id=session_id))
         try:
             await self._execute(session, services)
         finally:
@@ -218,9 +223,9 @@ class Executor:
             self._queue_changed()
         # Announced once stored and off the queue: whoever hears it finds the final state everywhere.
         if session.status == "canceled":
-            self.events.emit(SessionCanceled(session_id=session.id))
+            self.emit(SessionCanceled(session_id=session.id))
         if session.status in FINISHED:
-            self.events.emit(SessionComplete(session_id=session.id, status=session.status))
+            self.emit(SessionComplete(session_id=session.id, status=session.status))
 
     async def _execute(self, session: Session, services: RunServices) -> None:
         run = self._parked.pop(session.id, None)

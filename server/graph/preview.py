@@ -7,7 +7,7 @@ import base64
 import io
 from typing import Any
 
-from server.ws.events import ProgressImage
+from server.events import ProgressImage
 
 # SD-1.x/2.x latent channel -> RGB factors, the approximation InvokeAI and others use for previews.
 SD1_LATENT_RGB_FACTORS = (

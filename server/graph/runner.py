@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
+from server.events import InvocationComplete, InvocationError, InvocationStarted
 from server.graph.cache import NodeCache, cache_key
 from server.graph.context import Canceled, InvocationContext, NodeError, RunServices
 from server.graph.graph import Edge, topological_order
@@ -27,7 +28,6 @@ from server.graph.nodes.primitives import MAX_ITEMS, CollectionOutput, CollectNo
 from server.graph.registry import input_fields
 from server.graph.session import Session
 from server.models.loader import ModelLoadError
-from server.ws.events import InvocationComplete, InvocationError, InvocationStarted
 
 log = logging.getLogger(__name__)
 
@@ -238,16 +238,14 @@ class SessionRun:
 
     def _graph_json_once(self) -> str:
         if self._graph_json is None:
-            from server.images.metadata import stripped_graph_json
-
-            self._graph_json = stripped_graph_json(msgspec.json.encode(self.graph))
+            self._graph_json = msgspec.json.encode(self.graph).decode()
         return self._graph_json
 
     # bookkeeping and events
 
     def _started(self, node: Node, prepared: str) -> None:
         self.current = prepared
-        self.services.events.emit(
+        self.services.emit(
             InvocationStarted(
                 session_id=self.session.id, node_id=prepared, source_node_id=node.id, node_type=node_type(type(node))
             )
@@ -257,7 +255,7 @@ class SessionRun:
         self.session.executed.append(prepared)
         self.session.results[prepared] = output
         self.on_change()
-        self.services.events.emit(
+        self.services.emit(
             InvocationComplete(
                 session_id=self.session.id,
                 node_id=prepared,
@@ -275,7 +273,7 @@ class SessionRun:
             message = f"{type(exc).__name__}: {exc}"
         self.session.errors[prepared] = message
         self.on_change()
-        self.services.events.emit(
+        self.services.emit(
             InvocationError(
                 session_id=self.session.id,
                 node_id=prepared,

@@ -12,6 +12,7 @@ from server.clock import utc_now
 from server.db import Database, ItemStorage
 from server.graph.graph import Graph
 from server.graph.registry import AnyOutput
+from server.images.embedded import session_graph_raw
 
 SessionStatus = Literal["pending", "queued", "running", "completed", "failed", "canceled"]
 FINISHED: tuple[str, ...] = ("completed", "failed", "canceled")
@@ -59,6 +60,11 @@ class SessionStore:
 
     async def get_raw(self, session_id: str) -> str | None:
         return await self.items.get_raw(session_id)
+
+    async def graph_of(self, session_id: str) -> msgspec.Raw | None:
+        """The session's graph as its images embed it (accumulators removed), raw; None for no such session."""
+        raw = await self.items.get_raw(session_id)
+        return None if raw is None else session_graph_raw(raw)
 
     async def page(self, offset: int, limit: int) -> tuple[list[Session], int]:
         return await self.items.list(offset, limit)

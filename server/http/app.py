@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -10,7 +12,7 @@ from starlette.routing import Route
 from server import __version__
 from server.graph.schedulers import SCHEDULER_NAMES
 from server.http.io import json_response, operation
-from server.services import services
+from server.http.state import services
 
 _HEALTH_BODY = b'{"status":"ok"}'
 
@@ -60,16 +62,14 @@ async def app_config(request: Request) -> Response:
     settings = svc.settings
     root = settings.root_path
 
-    def rel(path) -> str:
+    def rel(path: Path) -> str:
         return str(path.relative_to(root))
 
-    models_error = getattr(svc.models, "yaml_error", None) if svc.models is not None else None
-    device = getattr(svc.executor, "device_name", None) if svc.executor is not None else None
     return json_response(
         AppConfig(
             version=__version__,
             schedulers=list(SCHEDULER_NAMES),
-            device=device or settings.device,
+            device=svc.executor.device_name,
             precision=settings.precision,
             folders=Folders(
                 models=rel(settings.models_dir),
@@ -81,7 +81,7 @@ async def app_config(request: Request) -> Response:
             ),
             token_required=settings.token is not None,
             upload_max_bytes=settings.upload_max_bytes,
-            models_yaml_error=models_error,
+            models_yaml_error=svc.models.yaml_error,
         )
     )
 

@@ -9,7 +9,9 @@ from starlette.routing import Route
 
 from server.http.errors import ApiError, ErrorItem, not_found
 from server.http.io import json_response, operation
-from server.images.boards import Boards, UnknownImage
+from server.http.state import services
+from server.images.boards import Boards
+from server.images.errors import UnknownImage
 from server.images.schema import (
     BoardCreate,
     BoardDeleted,
@@ -19,7 +21,6 @@ from server.images.schema import (
     DeleteBoardQuery,
     ListBoardsQuery,
 )
-from server.services import services
 
 TAGS = ("boards",)
 

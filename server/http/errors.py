@@ -1,4 +1,8 @@
-"""Every error leaves the server as JSON `{"detail": ..., "errors"?: [...]}` with the right status."""
+"""Every error leaves the server as JSON `{"detail": ..., "errors"?: [...]}` with the right status.
+
+The packages below raise their own exceptions, which know nothing of HTTP; `DOMAIN_STATUS` is the one table
+that says which status each kind answers. Routes still catch the few whose answer depends on the route (a
+board named in the query or in the body)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route
+
+from server.models import errors as model_errors
+from server.models.merge import MergeError
+from server.models.probe import NotAModel
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +107,39 @@ async def handle_api_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.detail, exc.errors)
 
 
+# Domain exception -> status. A subclass answers its own entry if it has one, else its nearest base's.
+DOMAIN_STATUS: dict[type[Exception], int] = {
+    model_errors.ModelNotFound: 404,
+    model_errors.PathNotFound: 404,
+    model_errors.ModelExists: 409,
+    model_errors.PathNotAllowed: 403,
+    model_errors.BadModelRequest: 422,
+    model_errors.NotApplicable: 400,
+    model_errors.UnsupportedModel: 415,
+    model_errors.ModelsUnavailable: 424,
+    NotAModel: 415,
+    MergeError: 400,
+}
+
+
+def domain_status(exc: Exception) -> int | None:
+    for kind in type(exc).__mro__:
+        status = DOMAIN_STATUS.get(kind)
+        if status is not None:
+            return status
+    return None
+
+
+async def handle_domain_error(request: Request, exc: Exception) -> Response:
+    status = domain_status(exc)
+    if status is None:
+        return await handle_uncaught(request, exc)
+    detail = getattr(exc, "detail", None) or str(exc)
+    loc = getattr(exc, "loc", None)
+    errors = [ErrorItem(loc=loc, msg=getattr(exc, "msg", detail))] if loc else []
+    return error_response(status, detail, errors)
+
+
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     detail = exc.detail
@@ -150,5 +191,6 @@ async def handle_uncaught(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
     HTTPException: handle_http_exception,
+    **dict.fromkeys(DOMAIN_STATUS, handle_domain_error),
     Exception: handle_uncaught,
 }

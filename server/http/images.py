@@ -13,7 +13,9 @@ from starlette.routing import Route
 
 from server.http.errors import ApiError, ErrorItem, not_found
 from server.http.io import json_response, operation
+from server.http.state import services
 from server.images.cache import CachedFile
+from server.images.errors import UnknownBoard
 from server.images.schema import (
     DeletedCount,
     DeletedImages,
@@ -26,9 +28,8 @@ from server.images.schema import (
     ListImagesQuery,
     UploadQuery,
 )
-from server.images.service import ImageService, UnknownBoard
+from server.images.service import ImageService
 from server.images.upload import UploadRejected
-from server.services import services
 
 TAGS = ("images",)
 # Room for the multipart boundaries and part headers around the file itself.

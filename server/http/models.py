@@ -8,7 +8,8 @@ from starlette.routing import Route
 
 from server.http.errors import ApiError, ErrorItem
 from server.http.io import json_response, operation
-from server.models.manager import ModelManager
+from server.http.state import services
+from server.models.catalogue import ModelCatalogue
 from server.models.schema import (
     BASE_MODELS,
     MODEL_TYPES,
@@ -24,7 +25,7 @@ from server.models.schema import (
     SearchQuery,
     SyncResult,
 )
-from server.services import services
+from server.services import Services
 
 TAGS = ("models",)
 KEY_PARAMS = {
@@ -35,8 +36,15 @@ KEY_PARAMS = {
 KEY_TYPES = {"base_model": BaseModel, "model_type": ModelType}
 
 
-async def _manager(request: Request) -> ModelManager:
+async def _catalogue(request: Request) -> ModelCatalogue:
     return await services(request).models.ready()
+
+
+async def _ready(request: Request) -> Services:
+    """The services, once models.yaml has been read (every model change starts from it)."""
+    svc = services(request)
+    await svc.models.ready()
+    return svc
 
 
 def _key(request: Request) -> str:
@@ -46,8 +54,8 @@ def _key(request: Request) -> str:
 
 @operation("List models", tags=TAGS, query=ModelsQuery, responses={200: ModelsList})
 async def list_models(request: Request, *, query: ModelsQuery) -> Response:
-    manager = await _manager(request)
-    models = manager.list_models(query.base_models, query.model_type)
+    catalogue = await _catalogue(request)
+    models = catalogue.list_models(query.base_models, query.model_type)
     return json_response(ModelsList(models=models))
 
 
@@ -59,11 +67,8 @@ async def list_models(request: Request, *, query: ModelsQuery) -> Response:
     path_types=KEY_TYPES,
 )
 async def get_model(request: Request) -> Response:
-    manager = await _manager(request)
-    config = manager.registry.get(_key(request))
-    if config is None:
-        raise ApiError(404, f"model {_key(request)} not found")  # worded as the manager words it
-    return json_response(config)
+    catalogue = await _catalogue(request)
+    return json_response(catalogue.existing(_key(request)))
 
 
 @operation(
@@ -73,8 +78,8 @@ async def get_model(request: Request) -> Response:
     responses={201: ModelConfig, 403: None, 404: None, 409: None, 415: None, 424: None},
 )
 async def import_model(request: Request, *, body: ImportRequest) -> Response:
-    manager = await _manager(request)
-    config = await manager.import_model(body)
+    svc = await _ready(request)
+    config = await svc.model_operations.import_model(body)
     return json_response(config, 201)
 
 
@@ -85,8 +90,8 @@ async def import_model(request: Request, *, body: ImportRequest) -> Response:
     responses={201: ModelConfig, 403: None, 404: None, 409: None, 422: None},
 )
 async def add_model(request: Request, *, body: ModelConfig) -> Response:
-    manager = await _manager(request)
-    config = await manager.add(body)
+    svc = await _ready(request)
+    config = await svc.model_operations.add(body)
     return json_response(config, 201)
 
 
@@ -99,8 +104,8 @@ async def add_model(request: Request, *, body: ModelConfig) -> Response:
     path_types=KEY_TYPES,
 )
 async def update_model(request: Request, *, body: ModelConfig) -> Response:
-    manager = await _manager(request)
-    config = await manager.update(_key(request), body)
+    svc = await _ready(request)
+    config = await svc.model_operations.update(_key(request), body)
     return json_response(config)
 
 
@@ -113,8 +118,8 @@ async def update_model(request: Request, *, body: ModelConfig) -> Response:
     path_types=KEY_TYPES,
 )
 async def delete_model(request: Request, *, query: DeleteQuery) -> Response:
-    manager = await _manager(request)
-    await manager.delete(_key(request), query.delete_files)
+    svc = await _ready(request)
+    await svc.model_operations.delete(_key(request), query.delete_files)
     return Response(status_code=204)
 
 
@@ -127,8 +132,8 @@ async def delete_model(request: Request, *, query: DeleteQuery) -> Response:
     path_types=KEY_TYPES,
 )
 async def convert_model(request: Request, *, query: ConvertQuery) -> Response:
-    manager = await _manager(request)
-    config = await manager.convert(_key(request), query.convert_dest_directory)
+    svc = await _ready(request)
+    config = await svc.model_transforms.convert(_key(request), query.convert_dest_directory)
     return json_response(config)
 
 
@@ -148,8 +153,8 @@ async def merge_models(request: Request, *, body: MergeRequest) -> Response:
             f"base_model must be one of {', '.join(BASE_MODELS)}, not {base_model!r}",
             [ErrorItem(loc=["path", "base_model"], msg="unknown base model")],
         )
-    manager = await _manager(request)
-    config = await manager.merge(base_model, body)
+    svc = await _ready(request)
+    config = await svc.model_transforms.merge(base_model, body)
     return json_response(config)
 
 
@@ -160,14 +165,14 @@ async def merge_models(request: Request, *, body: MergeRequest) -> Response:
     responses={200: list[str], 403: None, 404: None, 422: None},
 )
 async def search_models(request: Request, *, query: SearchQuery) -> Response:
-    manager = await _manager(request)
-    return json_response(await manager.search(query.search_path))
+    svc = await _ready(request)
+    return json_response(await svc.model_operations.search(query.search_path))
 
 
 @operation("Legacy checkpoint configs the server ships", tags=TAGS, responses={200: list[str]})
 async def ckpt_confs(request: Request) -> Response:
-    manager = await _manager(request)
-    return json_response(manager.ckpt_confs())
+    catalogue = await _catalogue(request)
+    return json_response(catalogue.ckpt_confs())
 
 
 @operation(
@@ -176,8 +181,8 @@ async def ckpt_confs(request: Request) -> Response:
     responses={200: SyncResult, 424: None},
 )
 async def sync_models(request: Request) -> Response:
-    manager = await _manager(request)
-    return json_response(await manager.sync())
+    catalogue = await _catalogue(request)
+    return json_response(await catalogue.sync())
 
 
 routes = [

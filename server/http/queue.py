@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from server.graph.executor import QueueState
 from server.http.io import json_response, operation
-from server.services import services
+from server.http.state import services
 
 
 @operation("The running session and the queued ones, in order", tags=("sessions",), responses={200: QueueState})

@@ -10,14 +10,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.graph.executor import Executor, SessionConflict
-from server.graph.fields import ImageField
-from server.graph.graph import Graph, GraphInput, GraphInvalid, Problem, validate_graph
-from server.graph.nodes.model import MainModelLoaderNode
+from server.graph.graph import Graph, GraphInput
 from server.graph.session import Session, SessionPage, SessionStore
+from server.graph.validation import GraphInvalid, Problem, missing_references, validate_graph
 from server.http.errors import ApiError, ErrorItem, not_found
 from server.http.io import Operation, decode_body, json_response, operation
+from server.http.state import services
 from server.images.schema import Offset
-from server.services import Services, services
 
 TAGS = ("sessions",)
 
@@ -64,36 +63,6 @@ def _invalid(problems: list[Problem]) -> ApiError:
     return ApiError(422, f"The graph is invalid: {problems[0].msg}" + (more if len(problems) > 1 else ""), errors)
 
 
-async def _missing_references(svc: Services, graph: Graph) -> list[Problem]:
-    """Models and images the graph names that do not exist: found now rather than halfway through a run."""
-    problems = []
-    if svc.models is not None:
-        await svc.models.ready()
-    for node_id, node in graph.nodes.items():
-        if isinstance(node, MainModelLoaderNode) and svc.models is not None:
-            model = node.model
-            try:
-                svc.models.get(model.base_model, model.model_type, model.model_name)
-            except KeyError:
-                problems.append(
-                    Problem(
-                        loc=("nodes", node_id, "model"),
-                        msg=f"model {model.key} is not registered; see GET /api/v1/models/",
-                    )
-                )
-        for field in node.__struct_fields__:
-            value = getattr(node, field)
-            if (
-                isinstance(value, ImageField)
-                and svc.images is not None
-                and await svc.images.get_dto(value.image_name) is None
-            ):
-                problems.append(
-                    Problem(loc=("nodes", node_id, field), msg=f"image {value.image_name!r} does not exist")
-                )
-    return problems
-
-
 @_documents_body(NewGraph)
 @operation("Create a session from a graph (validated)", tags=TAGS, responses={201: Session, 422: None})
 async def create_session(request: Request) -> Response:
@@ -103,7 +72,7 @@ async def create_session(request: Request) -> Response:
     except GraphInvalid as exc:
         raise _invalid(exc.problems) from None
     svc = services(request)
-    problems = await _missing_references(svc, graph)
+    problems = await missing_references(graph, svc.models, svc.images)
     if problems:
         raise _invalid(problems)
     session = SessionStore.new(graph)

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiosqlite
 import msgspec
 
 from server.clock import utc_now
 from server.db import Database
+from server.events import Emit, ImageUpdated
 from server.images import records
+from server.images.errors import BoardNotFound, UnknownImage
 from server.images.names import is_image_name
 from server.images.schema import BoardDeleted, BoardDTO, BoardPatch
-from server.ws.events import ImageUpdated
 
-if TYPE_CHECKING:
-    from server.images.service import ImageService
+# Deletes the named images (records and files), answering the names it deleted: the image service's `delete`.
+DeleteImages = Callable[[list[str]], Awaitable[list[str]]]
 
 # The cover is the one chosen with PATCH, else the board's newest image; the count reads images_board.
 _SELECT = """
@@ -27,14 +29,6 @@ SELECT b.board_id, b.board_name, b.created_at, b.updated_at,
        (SELECT count(*) FROM images i WHERE i.board_id = b.board_id)
 FROM boards b
 """
-
-
-class UnknownImage(ValueError):
-    """A board change names an image that does not exist."""
-
-    def __init__(self, image_name: str) -> None:
-        super().__init__(f"No image named {image_name!r}")
-        self.image_name = image_name
 
 
 def _to_dto(row: Any) -> BoardDTO:
@@ -49,9 +43,10 @@ def _to_dto(row: Any) -> BoardDTO:
 
 
 class Boards:
-    def __init__(self, db: Database, images: ImageService) -> None:
+    def __init__(self, db: Database, emit: Emit, delete_images: DeleteImages) -> None:
         self.db = db
-        self.images = images
+        self.emit = emit
+        self.delete_images = delete_images
 
     async def exists(self, board_id: str, conn: aiosqlite.Connection | None = None) -> bool:
         async with (conn or self.db.read).execute("SELECT 1 FROM boards WHERE board_id = ?", (board_id,)) as cursor:
@@ -93,7 +88,7 @@ class Boards:
             return [_to_dto(row) for row in await cursor.fetchall()]
 
     async def update(self, board_id: str, patch: BoardPatch) -> BoardDTO:
-        """Rename and/or set the cover; LookupError for an unknown board, UnknownImage for a bad cover."""
+        """Rename and/or set the cover; BoardNotFound for an unknown board, UnknownImage for a bad cover."""
         changes: dict[str, Any] = {}
         if patch.board_name is not msgspec.UNSET:
             changes["board_name"] = patch.board_name.strip()
@@ -110,26 +105,26 @@ class Boards:
                 )
             dto = await self.get(board_id, conn)
         if dto is None:
-            raise LookupError(board_id)
+            raise BoardNotFound(board_id)
         return dto
 
     async def delete(self, board_id: str, *, include_images: bool) -> BoardDeleted:
-        """Delete a board; its images are deleted too, or stay with no board. LookupError if unknown."""
+        """Delete a board; its images are deleted too, or stay with no board. BoardNotFound if unknown."""
         if not await self.exists(board_id):
-            raise LookupError(board_id)
+            raise BoardNotFound(board_id)
         deleted_images: list[str] = []
         if include_images:
-            deleted_images = await self.images.delete(await self.image_names(board_id))
+            deleted_images = await self.delete_images(await self.image_names(board_id))
         now = utc_now()
         async with self.db.write() as conn:
             released = await records.names_where(conn, "board_id = ?", (board_id,))
             await conn.execute("UPDATE images SET board_id = NULL, updated_at = ? WHERE board_id = ?", (now, board_id))
             cursor = await conn.execute("DELETE FROM boards WHERE board_id = ?", (board_id,))
             if cursor.rowcount == 0:
-                raise LookupError(board_id)
+                raise BoardNotFound(board_id)
             updated = [dto for name in released if (dto := await records.get_image(conn, name)) is not None]
         for dto in updated:
-            self.images.emit(ImageUpdated(image=dto))
+            self.emit(ImageUpdated(image=dto))
         return BoardDeleted(board_id=board_id, deleted_images=deleted_images)
 
     async def image_names(self, board_id: str) -> list[str]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import aiosqlite
 
+from server.images.errors import ImageNotFound
 from server.images.schema import ImageCategory, ImageDTO, ImageRecord, ListImagesQuery
 
 NO_BOARD = "none"
@@ -174,7 +175,7 @@ async def all_names(conn: aiosqlite.Connection) -> set[str]:
 
 
 async def get_metadata(conn: aiosqlite.Connection, image_name: str) -> tuple[str | None, str | None, str | None]:
-    """(session_id, metadata, graph) of an image; raises LookupError when there is no such record."""
+    """(session_id, metadata, graph) of an image; raises ImageNotFound when there is no such record."""
     async with conn.execute(
         "SELECT i.session_id, m.metadata, m.graph FROM images i "
         "LEFT JOIN image_metadata m ON m.image_name = i.image_name WHERE i.image_name = ?",
@@ -182,5 +183,5 @@ async def get_metadata(conn: aiosqlite.Connection, image_name: str) -> tuple[str
     ) as cursor:
         row = await cursor.fetchone()
     if row is None:
-        raise LookupError(image_name)
+        raise ImageNotFound(image_name)
     return row[0], row[1], row[2]

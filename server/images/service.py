@@ -13,7 +13,7 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,16 +21,18 @@ import msgspec
 
 from server.clock import utc_now
 from server.config import Settings
-from server.db import Database, ItemStorage
+from server.db import Database
+from server.events import Emit, ImageCreated, ImageDeleted, ImageUpdated
 from server.images import records
 from server.images.boards import Boards
 from server.images.cache import CachedFile, FileCache, cached_file
+from server.images.embedded import stripped_graph_json
+from server.images.errors import ImageNotFound, UnknownBoard
 from server.images.files import TEMP_PREFIX, ImageFiles, WrittenImage
-from server.images.metadata import is_json, session_graph_raw, stripped_graph_json
+from server.images.metadata import is_json
 from server.images.names import is_image_name, new_image_name, thumbnail_name
 from server.images.schema import ImageCategory, ImageDTO, ImageMetadata, ImagePatch, ListImagesQuery
 from server.images.upload import decode_upload
-from server.ws.events import Event, ImageCreated, ImageDeleted, ImageUpdated
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -40,18 +42,9 @@ log = logging.getLogger(__name__)
 PATCHABLE = ("image_category", "is_intermediate", "board_id", "starred", "session_id")
 
 
-class UnknownBoard(ValueError):
-    """A request names a board that does not exist."""
-
-    def __init__(self, board_id: str) -> None:
-        super().__init__(f"No board with id {board_id!r}; create it first or leave board_id out")
-        self.board_id = board_id
-
-
-class _SessionRow(msgspec.Struct):
-    """Only used to name the sessions table for `get_raw`; `/metadata` decodes the raw string itself."""
-
-    id: str = ""
+# The graph of a session, accumulators removed, as raw JSON (or None): how `/metadata` finds a generated image's
+# graph without knowing where sessions are kept.
+GraphOf = Callable[[str], Awaitable[msgspec.Raw | None]]
 
 
 class ReconcileReport(msgspec.Struct, kw_only=True):
@@ -62,15 +55,14 @@ class ReconcileReport(msgspec.Struct, kw_only=True):
 
 
 class ImageService:
-    def __init__(self, settings: Settings, db: Database, events: Any) -> None:
-        """`events` is the EventHub (anything with `.emit(event)`) or an emit callable."""
+    def __init__(self, settings: Settings, db: Database, emit: Emit, graph_of: GraphOf | None = None) -> None:
         self.settings = settings
         self.db = db
-        self.emit: Callable[[Event], None] = events.emit if hasattr(events, "emit") else events
+        self.emit = emit
+        self.graph_of = graph_of
         self.files = ImageFiles(settings.images_dir, settings.thumbnails_dir)
         self.cache = FileCache(settings.image_cache_bytes)
-        self.boards = Boards(db, self)
-        self._sessions = ItemStorage(db, "sessions", _SessionRow)
+        self.boards = Boards(db, emit, self.delete)
         # Names whose files may be on disk before their record is committed; reconciliation leaves them alone.
         self._pending: set[str] = set()
         # Bumped by every deletion, so a file read that raced a deletion is not put back into the cache.
@@ -106,7 +98,7 @@ class ImageService:
         graph: str | None = None,
     ) -> ImageDTO:
         """Store a generated image. `metadata` (CoreMetadata) and `graph` are raw JSON strings, embedded as
-        tEXt `invokeai_metadata` / `invokeai_graph` (accumulator nodes stripped from the graph)."""
+        tEXt `invokeai_metadata` / `invokeai_graph` (accumulator nodes stripped from the graph, here only)."""
         chunks: dict[str, str] = {}
         if metadata is not None:
             if not is_json(metadata):
@@ -207,19 +199,19 @@ class ImageService:
         return dto
 
     async def update(self, image_name: str, patch: ImagePatch) -> ImageDTO:
-        """Apply the fields the patch sets; LookupError for an unknown image, UnknownBoard for a bad board."""
+        """Apply the fields the patch sets; ImageNotFound for an unknown image, UnknownBoard for a bad board."""
         if not is_image_name(image_name):
-            raise LookupError(image_name)
+            raise ImageNotFound(image_name)
         changes = {field: getattr(patch, field) for field in PATCHABLE if getattr(patch, field) is not msgspec.UNSET}
         async with self.db.write() as conn:
             board_id = changes.get("board_id")
             if board_id is not None and not await self.boards.exists(board_id, conn):
                 raise UnknownBoard(board_id)
             if changes and not await records.update_image(conn, image_name, changes, utc_now()):
-                raise LookupError(image_name)
+                raise ImageNotFound(image_name)
             dto = await records.get_image(conn, image_name)
         if dto is None:
-            raise LookupError(image_name)
+            raise ImageNotFound(image_name)
         if changes:
             self.emit(ImageUpdated(image=dto))
         return dto
@@ -256,7 +248,7 @@ class ImageService:
         return await records.list_images(self.db.read, query)
 
     async def open_image(self, image_name: str) -> Image.Image:
-        """A decoded copy of a stored image; LookupError if there is no such image."""
+        """A decoded copy of a stored image; ImageNotFound if there is no such image."""
         item = await self.get_file(image_name, thumbnail=False)
 
         def decode() -> Image.Image:
@@ -269,28 +261,28 @@ class ImageService:
         return await asyncio.to_thread(decode)
 
     async def get_file(self, image_name: str, *, thumbnail: bool) -> CachedFile:
-        """The PNG or thumbnail, from memory when it is there; LookupError for a name we did not issue."""
+        """The PNG or thumbnail, from memory when it is there; ImageNotFound for a name we did not issue."""
         if not is_image_name(image_name):
-            raise LookupError(image_name)
+            raise ImageNotFound(image_name)
         key = thumbnail_name(image_name) if thumbnail else image_name
         hit = self.cache.get(key)
         if hit is not None:
             return hit
         deletions = self._deletions
         if not await records.image_exists(self.db.read, image_name):
-            raise LookupError(image_name)
+            raise ImageNotFound(image_name)
         path = self.files.thumbnail_path(image_name) if thumbnail else self.files.image_path(image_name)
         try:
             data = await asyncio.to_thread(self.files.read, path)
         except FileNotFoundError:
             if not thumbnail:
-                raise LookupError(image_name) from None
+                raise ImageNotFound(image_name) from None
             # A thumbnail lost on disk is rebuilt from its image rather than answered 404.
             try:
                 await asyncio.to_thread(self.files.write_thumbnail, image_name)
                 data = await asyncio.to_thread(self.files.read, path)
             except (FileNotFoundError, OSError, ValueError):
-                raise LookupError(image_name) from None
+                raise ImageNotFound(image_name) from None
         item = cached_file(data.data, "image/webp" if thumbnail else "image/png", data.mtime, data.size)
         if deletions == self._deletions:
             self.cache.put(key, item)
@@ -299,16 +291,14 @@ class ImageService:
     async def metadata(self, image_name: str) -> ImageMetadata:
         """The stored metadata and the graph (the session's, accumulators removed), as raw JSON."""
         if not is_image_name(image_name):
-            raise LookupError(image_name)
+            raise ImageNotFound(image_name)
         session_id, metadata, graph = await records.get_metadata(self.db.read, image_name)
         graph_raw: msgspec.Raw | None = None
-        if session_id is not None:
-            session_json = await self._sessions.get_raw(session_id)
-            if session_json is not None:
-                try:
-                    graph_raw = session_graph_raw(session_json)
-                except msgspec.DecodeError:
-                    log.warning("session %s holds no readable graph", session_id)
+        if session_id is not None and self.graph_of is not None:
+            try:
+                graph_raw = await self.graph_of(session_id)
+            except msgspec.DecodeError:
+                log.warning("session %s holds no readable graph", session_id)
         if graph_raw is None and graph is not None:
             graph_raw = msgspec.Raw(graph)
         if graph_raw is None and session_id is not None:
@@ -319,7 +309,7 @@ class ImageService:
     async def _graph_from_file(self, image_name: str) -> msgspec.Raw | None:
         try:
             item = await self.get_file(image_name, thumbnail=False)
-        except LookupError:
+        except ImageNotFound:
             return None
 
         def read_chunk() -> str | None:

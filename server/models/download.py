@@ -1,7 +1,7 @@
 """Fetching a model from an http(s) URL or a Hugging Face repo into a temporary folder of ours.
 
 The file is streamed to disk (never held in memory), with progress in the log; the caller probes it and
-moves it into place. Failures are `DownloadError`s carrying the HTTP status to answer."""
+moves it into place. Failures raise the model errors of their kind (server/models/errors.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from server.models.errors import ModelsUnavailable, PathNotFound, UnsupportedModel
 from server.models.probe import MODEL_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -21,13 +22,6 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CHUNK = 1024 * 1024
 _WRITE_BATCH = 8 * 1024 * 1024
 _FILENAME = re.compile(r"""filename\*?=(?:UTF-8'')?"?([^";]+)"?""", re.IGNORECASE)
-
-
-class DownloadError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 def file_name(url: str, content_disposition: str | None) -> str:
@@ -49,13 +43,12 @@ async def download_url(url: str, work_dir: Path) -> Path:
         async with httpx.AsyncClient(follow_redirects=True, timeout=httpx.Timeout(30.0, read=300.0)) as client:
             async with client.stream("GET", url) as response:
                 if response.status_code == 404:
-                    raise DownloadError(404, f"{url} answered 404: there is no file at that address")
+                    raise PathNotFound(f"{url} answered 404: there is no file at that address")
                 if response.status_code >= 400:
-                    raise DownloadError(424, f"{url} answered {response.status_code}; the model was not downloaded")
+                    raise ModelsUnavailable(f"{url} answered {response.status_code}; the model was not downloaded")
                 name = file_name(str(response.url), response.headers.get("content-disposition"))
                 if not name.lower().endswith(MODEL_SUFFIXES) or name.startswith("."):
-                    raise DownloadError(
-                        415,
+                    raise UnsupportedModel(
                         f"{url} does not name a model file ({', '.join(MODEL_SUFFIXES)}); "
                         "give the address of the file itself",
                     )
@@ -64,7 +57,7 @@ async def download_url(url: str, work_dir: Path) -> Path:
                 await _stream_to(response, target, total, url)
                 return target
     except httpx.HTTPError as exc:
-        raise DownloadError(424, f"could not download {url}: {exc or type(exc).__name__}") from None
+        raise ModelsUnavailable(f"could not download {url}: {exc or type(exc).__name__}") from None
 
 
 async def _stream_to(response, target: Path, total: int, url: str) -> None:
@@ -89,7 +82,7 @@ async def _stream_to(response, target: Path, total: int, url: str) -> None:
     finally:
         await asyncio.to_thread(f.close)
     if total and done != total:
-        raise DownloadError(424, f"{url} ended after {done} of {total} bytes; the model was not downloaded")
+        raise ModelsUnavailable(f"{url} ended after {done} of {total} bytes; the model was not downloaded")
     log.info("downloaded %s (%d bytes)", url, done)
 
 
@@ -101,8 +94,7 @@ def download_repo(repo_id: str, work_dir: Path) -> Path:
     """A Hugging Face repo's diffusers files (no duplicate .bin / .ckpt weights) in `work_dir/<name>`.
     Blocking: run it in a thread."""
     if offline():
-        raise DownloadError(
-            424,
+        raise ModelsUnavailable(
             f"no network access: cannot fetch the Hugging Face repo {repo_id} (HF_HUB_OFFLINE is set); "
             "download it elsewhere and import its folder by path",
         )
@@ -117,5 +109,5 @@ def download_repo(repo_id: str, work_dir: Path) -> Path:
             ignore_patterns=["*.fp16.safetensors", "*.non_ema.safetensors", "*.ckpt"],
         )
     except Exception as exc:
-        raise DownloadError(424, f"could not fetch the Hugging Face repo {repo_id}: {exc}") from None
+        raise ModelsUnavailable(f"could not fetch the Hugging Face repo {repo_id}: {exc}") from None
     return target

@@ -13,14 +13,16 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.config import Settings
-from server.graph.devices import resolve_device
+from server.events import Emit, ModelLoadCompleted, ModelLoadStarted
+from server.models.devices import resolve_device
 from server.models.libraries import quiet_ml_libraries
-from server.models.schema import ModelIdentifier
-from server.ws.events import ModelLoadCompleted, ModelLoadStarted
-from server.ws.hub import EventHub
+from server.models.schema import ModelConfig, ModelIdentifier
+
+if TYPE_CHECKING:
+    from server.models.catalogue import ModelCatalogue
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,10 @@ class _Entry:
 
 
 class ModelLoader:
-    def __init__(self, models: Any, settings: Settings, events: EventHub) -> None:
+    def __init__(self, models: ModelCatalogue, settings: Settings, emit: Emit) -> None:
         self.models = models
         self.settings = settings
-        self.events = events
+        self.emit = emit
         self.limit_bytes = settings.model_cache_bytes
         self._cache: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
         self._lock = threading.Lock()
@@ -78,9 +80,9 @@ class ModelLoader:
                 self._cache.move_to_end(key)
                 self.hits += 1
                 return entry.value
-        self.events.emit(ModelLoadStarted(session_id=session_id, model=model, submodel=submodel))
+        self.emit(ModelLoadStarted(session_id=session_id, model=model, submodel=submodel))
         try:
-            if getattr(config, "model_format", "diffusers") == "diffusers":
+            if config.model_format == "diffusers":
                 value = self._load_diffusers_part(config, path, submodel)
                 self._put(key, value)
             else:
@@ -93,24 +95,22 @@ class ModelLoader:
         except Exception as exc:
             raise ModelLoadError(f"cannot load the {submodel} of model {model.key} from {path}: {exc}") from exc
         self.loads += 1
-        self.events.emit(ModelLoadCompleted(session_id=session_id, model=model, submodel=submodel))
+        self.emit(ModelLoadCompleted(session_id=session_id, model=model, submodel=submodel))
         return value
 
     # lookup
 
-    def _config(self, model: ModelIdentifier) -> Any:
-        if self.models is None:
-            raise ModelLoadError("the model manager is not running")
+    def _config(self, model: ModelIdentifier) -> ModelConfig:
         try:
             config = self.models.get(model.base_model, model.model_type, model.model_name)
         except KeyError:
             raise ModelLoadError(f"model {model.key} is not registered; see GET /api/v1/models/") from None
-        if getattr(config, "error", None):
+        if config.error:
             raise ModelLoadError(f"model {model.key} cannot be used: {config.error}")
         return config
 
-    def _absolute_path(self, config: Any) -> Path:
-        path = Path(self.models.absolute_path(config))
+    def _absolute_path(self, config: ModelConfig) -> Path:
+        path = self.models.absolute_path(config)
         if not path.exists():
             raise ModelLoadError(f"the files of model {config.model_name} are missing: {path}")
         return path
@@ -137,7 +137,7 @@ class ModelLoader:
 
     # loading
 
-    def _load_diffusers_part(self, config: Any, path: Path, submodel: str) -> Any:
+    def _load_diffusers_part(self, config: ModelConfig, path: Path, submodel: str) -> Any:
         if submodel == "scheduler":
             return self._scheduler_config(
                 json.loads((path / "scheduler" / "scheduler_config.json").read_text()), config
@@ -163,10 +163,10 @@ class ModelLoader:
             module = self._load_vae(config, path)
         return self._place(module)
 
-    def _load_vae(self, config: Any, path: Path) -> Any:
+    def _load_vae(self, config: ModelConfig, path: Path) -> Any:
         from diffusers import AutoencoderKL
 
-        override = getattr(config, "vae", None)
+        override = config.vae
         if override:
             vae_path = Path(override)
             if not vae_path.is_absolute():
@@ -176,7 +176,7 @@ class ModelLoader:
             return AutoencoderKL.from_pretrained(vae_path, local_files_only=True, torch_dtype=self.dtype)
         return AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True, torch_dtype=self.dtype)
 
-    def _load_checkpoint(self, config: Any, path: Path) -> dict[str, Any]:
+    def _load_checkpoint(self, config: ModelConfig, path: Path) -> dict[str, Any]:
         from server.models.single_file import load_pipeline_from_single_file
 
         config_dir = self.models.diffusers_config_dir(config)
@@ -187,14 +187,14 @@ class ModelLoader:
             "unet": self._place(pipe.unet),
             "text_encoder": self._place(pipe.text_encoder),
             "tokenizer": _fix_tokenizer(pipe.tokenizer),
-            "vae": self._place(self._load_vae(config, path) if getattr(config, "vae", None) else pipe.vae),
+            "vae": self._place(self._load_vae(config, path) if config.vae else pipe.vae),
             "scheduler": self._scheduler_config(dict(pipe.scheduler.config), config),
         }
         return parts
 
     @staticmethod
-    def _scheduler_config(scheduler: dict[str, Any], config: Any) -> dict[str, Any]:
-        prediction_type = getattr(config, "prediction_type", None)
+    def _scheduler_config(scheduler: dict[str, Any], config: ModelConfig) -> dict[str, Any]:
+        prediction_type = config.prediction_type
         if prediction_type:
             scheduler["prediction_type"] = prediction_type
         return scheduler

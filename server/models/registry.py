@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from server.fileio import atomic_write
+from server.models.paths import normpath
 from server.models.schema import ModelConfig, ModelFormat, ModelVariant, PredictionType
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,6 @@ _KNOWN_FIELDS = frozenset(YamlEntry.__struct_fields__)
 
 # What a model name may not hold (schema.ModelName).
 _NOT_IN_NAMES = re.compile(r"[/\\\x00-\x1f\x7f]")
-
-
-def normpath(path: str | os.PathLike[str]) -> str:
-    """Absolute and normalised, without resolving symlinks (cheap: no system call)."""
-    return os.path.normpath(os.path.abspath(path))
 
 
 class Registry:

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from stat import S_ISDIR
 
+from server.models.paths import inside
 from server.models.probe import FOLDER_MARKERS, MODEL_SUFFIXES
 from server.models.schema import BASE_MODELS, MODEL_TYPES
 
@@ -32,11 +33,6 @@ def nameable(path: str) -> bool:
             log.warning("skipping %r: its name is not valid UTF-8; rename it to use it", path)
         return False
     return True
-
-
-def inside(path: str, tops: Sequence[str]) -> bool:
-    """Whether the real path `path` is one of the real folders `tops` or below one."""
-    return any(path == top or path.startswith(top.rstrip(os.sep) + os.sep) for top in tops)
 
 
 def search(folder: str | os.PathLike[str], allowed: Sequence[str] | None = None) -> list[str]:

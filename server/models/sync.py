@@ -15,7 +15,8 @@ from pathlib import Path
 import msgspec
 
 from server.models import probe as probing
-from server.models.registry import Registry, normpath
+from server.models.paths import normpath
+from server.models.registry import Registry
 from server.models.scanner import Candidate, candidates
 from server.models.schema import BASE_MODELS, MODEL_TYPES, ModelConfig, SyncResult
 

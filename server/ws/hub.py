@@ -21,7 +21,7 @@ from typing import Literal, NamedTuple
 import msgspec
 
 from server.clock import utc_now
-from server.ws.events import Event, GeneratorProgress, Pong, ResyncRequired
+from server.events import Event, GeneratorProgress, Pong, ResyncRequired
 from server.ws.subscriber import ProgressKey, Subscriber
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from server.app import build_app
 from server.config import Settings
 from server.graph.standard import txt2img_graph
-from server.ws.events import Event, SessionComplete
+from server.events import Event, SessionComplete
 from tests.conftest import BASE_URL
 
 MODEL = {"model_name": "tiny", "base_model": "sd-1", "model_type": "main"}

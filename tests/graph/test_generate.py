@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from server.graph.standard import edge
-from server.ws.events import (
+from server.events import (
     GeneratorProgress,
     ImageCreated,
     InvocationComplete,

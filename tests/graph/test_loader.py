@@ -12,7 +12,7 @@ from PIL import Image
 
 from server.models.loader import ModelLoadError
 from server.models.schema import ModelIdentifier
-from server.ws.events import ModelLoadCompleted, ModelLoadStarted
+from server.events import ModelLoadCompleted, ModelLoadStarted
 from tests.graph.conftest import generation_app, run_graph, t2i_graph
 
 TINY = ModelIdentifier(model_name="tiny", base_model="sd-1", model_type="main")

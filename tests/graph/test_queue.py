@@ -3,7 +3,7 @@ server staying responsive while the worker is busy."""
 
 from __future__ import annotations
 
-from server.ws.events import (
+from server.events import (
     GeneratorProgress,
     ImageCreated,
     InvocationComplete,

@@ -12,7 +12,7 @@ from PIL import Image, PngImagePlugin
 from starlette.testclient import TestClient
 
 from server.images.service import ImageService
-from server.ws.events import Event
+from server.events import Event
 
 
 def make_image(width: int = 96, height: int = 64, mode: str = "RGB") -> Image.Image:

@@ -3,7 +3,7 @@ board by PATCHing `board_id`."""
 
 from __future__ import annotations
 
-from server.ws.events import ImageDeleted, ImageUpdated
+from server.events import ImageDeleted, ImageUpdated
 from tests.images.conftest import png_bytes, upload
 
 

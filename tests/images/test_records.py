@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.ws.events import ImageDeleted, ImageUpdated
+from server.events import ImageDeleted, ImageUpdated
 from tests.images.conftest import call, make_image, png_bytes, service, upload
 
 

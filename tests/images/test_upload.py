@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from server.config import Settings
-from server.ws.events import ImageCreated
+from server.events import ImageCreated
 from tests.images.conftest import jpeg_bytes, make_image, png_bytes, upload, webp_bytes
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from server.ws.events import Event, ModelsChanged
+from server.events import Event, ModelsChanged
 
 API = "/api/v1/models"
 

@@ -104,7 +104,7 @@ def test_the_queue_never_looks_empty_while_a_session_waits_to_run(settings, tiny
     database; the queue answered `{"running": null, "pending": []}` meanwhile, so a client waiting for an empty
     queue stopped waiting before the last session ran (found by the load test). Here a slow read holds the
     database reader exactly then."""
-    from server.ws.events import SessionComplete
+    from server.events import SessionComplete
     from tests.graph.conftest import generation_app
 
     with generation_app(settings, tiny_model_files) as (client, events):

@@ -22,7 +22,7 @@ from websockets.uri import parse_uri
 
 from server.app import build_app
 from server.config import Settings
-from server.ws.events import Event
+from server.events import Event
 from server.ws.hub import EventHub
 from tests.conftest import LiveServer, start_live_server
 

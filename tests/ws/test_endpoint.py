@@ -11,7 +11,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from server.config import Settings
-from server.ws.events import GeneratorProgress, ImageDeleted, ProgressImage, SessionComplete, SessionStarted
+from server.events import GeneratorProgress, ImageDeleted, ProgressImage, SessionComplete, SessionStarted
 from tests.conftest import start_live_server
 from tests.ws.conftest import (
     RawClient,

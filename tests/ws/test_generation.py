@@ -19,7 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from server.config import Settings
 from server.graph.standard import txt2img_graph
-from server.ws.events import Event, GeneratorProgress, ProgressImage
+from server.events import Event, GeneratorProgress, ProgressImage
 from tests.conftest import LiveServer, start_live_server
 from tests.ws.conftest import RawClient, free_port, hub_of, on_loop, receive, send, synced, wait_until
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import threading
 
-from server.ws.events import GeneratorProgress, ImageDeleted, SessionComplete, SessionStarted
+from server.events import GeneratorProgress, ImageDeleted, SessionComplete, SessionStarted
 from server.ws.hub import TRY_AGAIN_LATER, EventHub
 from server.ws.subscriber import Subscriber
 

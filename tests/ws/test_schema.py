@@ -1,6 +1,7 @@
 """Every event and client message of the WebSocket protocol is in the OpenAPI document, tagged by `type`."""
 
-from server.ws.events import ClientRequest, ServerEvent
+from server.events import ServerEvent
+from server.ws.messages import ClientRequest
 
 
 def test_every_event_and_message_is_a_component_tagged_by_type(client):

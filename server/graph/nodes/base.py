@@ -43,6 +43,9 @@ class Node(msgspec.Struct, tag_field="type", kw_only=True):
     # Deterministic and free of side effects: its output may be reused for identical inputs.
     cacheable: ClassVar[bool] = True
     category: ClassVar[str] = "primitives"
+    # Its model and image inputs name things that must exist (checked when a session is created); False for
+    # nodes that only record names, like the metadata accumulator.
+    names_references: ClassVar[bool] = True
 
     def invoke(self, ctx: InvocationContext) -> Output:
         raise NotImplementedError

@@ -36,6 +36,7 @@ class MetadataAccumulatorNode(Node, tag="metadata_accumulator", kw_only=True):
     vae: ModelIdentifier | None = None
     output = MetadataOutput
     category = "metadata"
+    names_references = False
 
     def invoke(self, ctx: InvocationContext) -> MetadataOutput:
         values = {name: getattr(self, name) for name in CoreMetadata.__struct_fields__}

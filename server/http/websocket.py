@@ -15,9 +15,9 @@ import msgspec
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from server.services import services
-from server.ws.events import ClientRequest, Ping, Subscribe, Unsubscribe
+from server.http.state import services
 from server.ws.hub import EventHub
+from server.ws.messages import ClientRequest, Ping, Subscribe, Unsubscribe
 from server.ws.subscriber import Subscriber
 
 log = logging.getLogger(__name__)

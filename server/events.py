@@ -1,11 +1,14 @@
-"""Every event the server sends on `/ws`, one Struct each, tagged by `type` (../shared/API.md §WebSocket), and
-the messages a client may send.
+"""Every event the server announces, one Struct each, tagged by `type` (docs/api.md §WebSocket), and `Emit`, the
+one way a producer announces one.
 
-The hub stamps `seq` and `timestamp` when it publishes an event; producers leave them at their defaults."""
+Producers (the executor, the runner, the model loader and manager, the image service, boards) receive an `emit`
+callable in their constructor and know nothing of who listens: `app.py` passes the WebSocket hub's `emit`, a
+test may pass a list's `append`. Whoever publishes stamps `seq` and `timestamp`; producers leave the defaults."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -16,6 +19,9 @@ from server.models.schema import ModelIdentifier
 class Event(msgspec.Struct, tag_field="type", kw_only=True):
     seq: int = 0
     timestamp: str = ""
+
+
+Emit = Callable[[Event], None]
 
 
 class SessionStarted(Event, tag="session_started"):
@@ -31,10 +37,16 @@ class SessionCanceled(Event, tag="session_canceled"):
     session_id: str
 
 
-class InvocationStarted(Event, tag="invocation_started"):
+class NodeEvent(Event, kw_only=True):
+    """What every event about one node's execution names: `node_id` is the execution (`<node>#<index>` under an
+    `iterate`), `source_node_id` the node of the graph it comes from."""
+
     session_id: str
     node_id: str
     source_node_id: str
+
+
+class InvocationStarted(NodeEvent, tag="invocation_started"):
     node_type: str
 
 
@@ -44,28 +56,19 @@ class ProgressImage(msgspec.Struct):
     dataURL: str
 
 
-class GeneratorProgress(Event, tag="generator_progress"):
-    session_id: str
-    node_id: str
-    source_node_id: str
+class GeneratorProgress(NodeEvent, tag="generator_progress"):
     step: int
     total_steps: int
     progress_image: ProgressImage | None = None
 
 
-class InvocationComplete(Event, tag="invocation_complete"):
-    session_id: str
-    node_id: str
-    source_node_id: str
+class InvocationComplete(NodeEvent, tag="invocation_complete"):
     result: dict[str, Any]
     # True when the output was reused from the node cache instead of being computed.
     cached: bool = False
 
 
-class InvocationError(Event, tag="invocation_error"):
-    session_id: str
-    node_id: str
-    source_node_id: str
+class InvocationError(NodeEvent, tag="invocation_error"):
     error_type: str
     error: str
 
@@ -131,28 +134,3 @@ ServerEvent = (
     | Pong
     | ResyncRequired
 )
-
-
-# Client -> server messages. Unknown fields are refused so a typo (`sinse`) is an error, not a silent no-op.
-SessionIds = list[str] | Literal["*"]
-
-
-class ClientMessage(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=True):
-    pass
-
-
-class Subscribe(ClientMessage, tag="subscribe"):
-    sessions: SessionIds
-    # Replay every retained event after this seq that the subscription covers, then go live.
-    since: Annotated[int, msgspec.Meta(ge=0)] | None = None
-
-
-class Unsubscribe(ClientMessage, tag="unsubscribe"):
-    sessions: SessionIds
-
-
-class Ping(ClientMessage, tag="ping"):
-    pass
-
-
-ClientRequest = Subscribe | Unsubscribe | Ping
