@@ -40,8 +40,8 @@ from common import free_port, median, percentile, wait_for_200
 
 from server.config import Settings
 from server.db import Database
-from server.images.files import ImageFiles
 from server.images.embedded import session_graph_raw
+from server.images.files import ImageFiles
 from server.images.service import ImageService
 
 SERVER = """

@@ -35,6 +35,7 @@ from server.http.openapi import build_openapi
 from server.http.security import SecurityMiddleware
 from server.http.websocket import websocket_endpoint
 from server.images.service import ImageService
+from server.journal import Journal
 from server.models.catalogue import ModelCatalogue
 from server.models.operations import ModelOperations
 from server.models.paths import PathRules
@@ -96,7 +97,7 @@ def build_app(settings: Settings) -> Starlette:
     async def openapi(request: Request) -> Response:
         if "doc" not in openapi_cache:
             document = build_openapi(routes, extra_types=(ServerEvent, ClientRequest))
-            openapi_cache["doc"] = json_response(document).body
+            openapi_cache["doc"] = bytes(json_response(document).body)
         return Response(openapi_cache["doc"], media_type="application/json")
 
     async def docs(request: Request) -> Response:
@@ -109,6 +110,7 @@ def build_app(settings: Settings) -> Starlette:
         await db.open()
         hub = EventHub(settings.ws_replay_events, settings.ws_client_queue)
         hub.bind(asyncio.get_running_loop())
+        hub.add_listener(Journal())
         svc = build_services(settings, db, hub)
         app.state.services = svc
         # If a service fails to start, the ones already started are stopped again, in reverse order.

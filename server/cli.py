@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
+from typing import Any
 
+from server import rootlock
 from server.config import Settings, SettingsError, load_settings
 
 log = logging.getLogger("imagegraph")
@@ -55,24 +58,63 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # watchfiles logs every batch of changes at INFO; the model manager logs what a change did.
     logging.getLogger("watchfiles").setLevel(max(logging.WARNING, logging.getLogger().level))
-    run_server(settings)
+    return run_server(settings)
+
+
+def server_url(settings: Settings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+def listen(settings: Settings) -> socket.socket:
+    """The server's socket, bound before the root is touched: a port in use stops us with nothing changed."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        holder = rootlock.holder(settings.root_path)
+        also = f"; {rootlock.describe(holder)} already serves {settings.root_path} there" if holder else ""
+        raise rootlock.RootProblem(f"cannot listen on {server_url(settings)}: {reason.lower()}{also}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_server(settings: Settings) -> int:
+    """Check the root, bind the port, lock the root, then serve until stopped. 0 after a clean stop (Ctrl-C,
+    SIGTERM); 2, with one line on stderr, when the server could not start."""
+    try:
+        rootlock.check_root(settings.root_path)
+        sock = listen(settings)
+    except rootlock.RootProblem as exc:
+        print(f"imagegraph: {exc}", file=sys.stderr)
+        return 2
+    lock = rootlock.RootLock(settings.root_path)
+    try:
+        lock.acquire(server_url(settings))
+    except (rootlock.RootProblem, OSError) as exc:
+        sock.close()
+        print(f"imagegraph: {exc}", file=sys.stderr)
+        return 2
+    try:
+        _serve_forever(settings, sock)
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it handled, once the server has stopped cleanly
+    finally:
+        lock.release()
+        sock.close()
     return 0
 
 
-def run_server(settings: Settings) -> None:
+def uvicorn_config(settings: Settings, app: Any) -> Any:
+    """How `imagegraph serve` runs uvicorn (tests that start a live server use this very configuration)."""
     import uvicorn
 
-    from server.app import build_app
-
-    class Server(uvicorn.Server):
-        async def startup(self, sockets=None) -> None:
-            await super().startup(sockets=sockets)
-            if self.started:
-                host = f"[{settings.host}]" if ":" in settings.host else settings.host
-                log.info("imagegraph ready at http://%s:%d", host, settings.port)
-
-    config = uvicorn.Config(
-        build_app(settings),
+    return uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level="warning",
@@ -83,7 +125,20 @@ def run_server(settings: Settings) -> None:
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
     )
-    Server(config).run()
+
+
+def _serve_forever(settings: Settings, sock: socket.socket) -> None:
+    import uvicorn
+
+    from server.app import build_app
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                log.info("imagegraph ready at %s", server_url(settings))
+
+    Server(uvicorn_config(settings, build_app(settings))).run(sockets=[sock])
 
 
 def _make_tiny_model(args: argparse.Namespace) -> int:
@@ -94,11 +149,16 @@ def _make_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bounded_int(low: int, high: int | None = None):
+def _bounded_int(low: int, high: int | None = None, multiple_of: int = 1):
     def parse(text: str) -> int:
-        value = int(text)
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{value} is not in {low}..{high if high is not None else ''}")
+        if value % multiple_of:
+            raise argparse.ArgumentTypeError(f"{value} is not a multiple of {multiple_of}")
         return value
 
     return parse
@@ -113,20 +173,31 @@ def _add_generate(commands) -> None:
         description="Text to image on a running server: one PNG per image in --out, their paths on stdout.",
     )
     gen.add_argument("prompt", help="what to draw (prompt weighting: word++, word--, (words)1.3)")
-    gen.add_argument("--negative", default="", help="what to avoid")
+    gen.add_argument("--negative", default="", help="what to avoid (default: nothing)")
+    size = _bounded_int(64, 4096, multiple_of=8)
     gen.add_argument("--model", help="main model name or base/type/name (default: the first the server lists)")
-    gen.add_argument("--width", type=_bounded_int(8), default=512)
-    gen.add_argument("--height", type=_bounded_int(8), default=512)
-    gen.add_argument("--steps", type=_bounded_int(1), default=20)
-    gen.add_argument("--cfg", type=float, default=7.5, help="guidance scale (default 7.5)")
-    gen.add_argument("--scheduler", choices=SCHEDULER_NAMES, default="euler")
+    gen.add_argument(
+        "--width", type=size, default=512, help="pixels, a multiple of 8 from 64 to 4096 (default: %(default)s)"
+    )
+    gen.add_argument(
+        "--height", type=size, default=512, help="pixels, a multiple of 8 from 64 to 4096 (default: %(default)s)"
+    )
+    gen.add_argument("--steps", type=_bounded_int(1, 1000), default=20, help="denoising steps (default: %(default)s)")
+    gen.add_argument("--cfg", type=float, default=7.5, help="guidance scale (default: %(default)s)")
+    gen.add_argument("--scheduler", choices=SCHEDULER_NAMES, default="euler", help="sampler (default: %(default)s)")
     gen.add_argument("--seed", type=_bounded_int(0, 2**32 - 1), help="first seed (default: random)")
-    gen.add_argument("--count", type=_bounded_int(1, 1000), default=1, help="images, one session each (seed+i)")
-    gen.add_argument("--out", type=Path, default=Path("."), help="folder for the PNGs (default: .)")
+    gen.add_argument(
+        "--count",
+        type=_bounded_int(1, 1000),
+        default=1,
+        help="images, one session each, seeds seed, seed+1... (default: %(default)s)",
+    )
+    gen.add_argument("--out", type=Path, default=Path("."), help="folder for the PNGs (default: the current folder)")
     gen.add_argument(
         "--server",
         default=os.environ.get("IMAGEGRAPH_SERVER", "http://127.0.0.1:9090"),
-        help="server URL (default http://127.0.0.1:9090; env IMAGEGRAPH_SERVER)",
+        help="the server's URL (default: %(default)s; env IMAGEGRAPH_SERVER); e.g. http://127.0.0.1:9191 for a "
+        "server started with --port 9191",
     )
     gen.add_argument("--token", default=os.environ.get("IMAGEGRAPH_TOKEN"), help="access token (env IMAGEGRAPH_TOKEN)")
 

@@ -17,6 +17,8 @@ NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 ENV_PREFIX = "IMAGEGRAPH_"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 AUTOIMPORT_KINDS = ("main", "lora", "embedding", "controlnet", "vae")
+# IMAGEGRAPH_* variables read by the client commands (`imagegraph generate`), not settings of the server.
+CLIENT_ENV = frozenset({"server"})
 
 
 class SettingsError(Exception):
@@ -167,7 +169,7 @@ def load_settings(
     env_values = {
         key[len(ENV_PREFIX) :].lower(): _env_value(key[len(ENV_PREFIX) :].lower(), value)
         for key, value in environ.items()
-        if key.startswith(ENV_PREFIX)
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() not in CLIENT_ENV
     }
     _check(env_values, "environment")
     _check(flag_values, "command line")

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import aiosqlite
 import msgspec
@@ -38,6 +38,12 @@ def migration_files() -> list[tuple[int, str, str]]:
     if len(set(numbers)) != len(numbers):
         raise RuntimeError(f"two migrations share a number: {numbers}")
     return found
+
+
+class Queryable(Protocol):
+    """What SQL helpers need of a connection: the writer inside a transaction, or the reader."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ...) -> Any: ...
 
 
 class Database:

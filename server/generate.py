@@ -1,6 +1,6 @@
 """`imagegraph generate`: text-to-image against a running server, over the public API only.
 
-It builds the standard txt2img graph of ../shared/API.md, creates one session per image (seeds `seed`,
+It builds the standard txt2img graph (server/graph/standard.py), creates one session per image (seeds `seed`,
 `seed + 1`, ...), subscribes to them on `/ws` before invoking so no event is missed, shows a progress bar per
 image, downloads each PNG into `--out` and prints its path. A dropped WebSocket is resumed with `since`.
 Ctrl-C cancels the sessions that have not finished. Every failure is one line on stderr and a non-zero exit."""
@@ -8,7 +8,6 @@ Ctrl-C cancels the sessions that have not finished. Every failure is one line on
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import secrets
 import sys
@@ -21,7 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import msgspec
 
-from server.graph.standard import txt2img_graph
+from server.fileio import atomic_write
 
 DEFAULT_SERVER = "http://127.0.0.1:9090"
 MAX_SEED = 2**32 - 1
@@ -53,18 +52,19 @@ class Request:
     token: str | None = None
 
 
-def request_graph(request: Request, model: dict[str, str], seed: int) -> dict[str, Any]:
-    return txt2img_graph(
-        model,
-        request.prompt,
-        negative=request.negative,
-        seed=seed,
-        width=request.width,
-        height=request.height,
-        steps=request.steps,
-        cfg_scale=request.cfg,
-        scheduler=request.scheduler,
-    )
+def graph_settings(request: Request, model: dict[str, str], seed: int) -> dict[str, Any]:
+    """The GenerationSettings the server builds the standard graph from (POST /app/graph)."""
+    return {
+        "model": model,
+        "prompt": request.prompt,
+        "negative_prompt": request.negative,
+        "seed": seed,
+        "width": request.width,
+        "height": request.height,
+        "steps": request.steps,
+        "cfg_scale": request.cfg,
+        "scheduler": request.scheduler,
+    }
 
 
 def websocket_url(server: str, token: str | None) -> str:
@@ -94,10 +94,17 @@ class Run:
     jobs: dict[str, Job] = field(default_factory=dict)
     last_seq: int = 0
     saved: list[Path] = field(default_factory=list)
+    # A line for the person about the run (stderr, above the progress bars).
+    note: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
 
     @property
     def unfinished(self) -> list[str]:
         return [job.session_id for job in self.jobs.values() if job.status not in FINISHED]
+
+    @property
+    def queued(self) -> list[str]:
+        """Sessions we queued that have not finished: what would run for nobody if we left now."""
+        return [job.session_id for job in self.jobs.values() if job.invoked and job.status not in FINISHED]
 
 
 class Client:
@@ -134,8 +141,9 @@ def _detail(response: httpx.Response) -> str:
         return response.text.strip()[:200] or response.reason_phrase
     detail = str(body.get("detail", body)) if isinstance(body, dict) else str(body)
     errors = body.get("errors") if isinstance(body, dict) else None
-    if errors:
-        detail += "; " + "; ".join(f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg')}" for e in errors)
+    # The detail already says the first problem; list the others (a single one would be said twice).
+    if errors and len(errors) > 1:
+        detail += "; " + "; ".join(f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg')}" for e in errors[1:])
     return detail
 
 
@@ -165,8 +173,9 @@ async def generate(request: Request, run: Run, make_bar: Callable[..., Any], say
         model = await pick_model(client, request.model)
         first_seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
         request.out.mkdir(parents=True, exist_ok=True)
-        graphs = [request_graph(request, model, (first_seed + i) % (MAX_SEED + 1)) for i in range(request.count)]
-        for index, graph in enumerate(graphs):
+        for index in range(request.count):
+            settings = graph_settings(request, model, (first_seed + index) % (MAX_SEED + 1))
+            graph = (await client.call("POST", "/app/graph", json=settings)).json()
             session = (await client.call("POST", "/sessions/", json=graph)).json()
             job = Job(index=index, seed=graph["nodes"]["noise"]["seed"], session_id=session["id"])
             run.jobs[job.session_id] = job
@@ -185,6 +194,8 @@ async def _watch(client: Client, request: Request, run: Run, make_bar: Callable[
     while run.unfinished:
         try:
             async with connect(url, compression=None, max_size=None, open_timeout=10) as ws:
+                if failures:
+                    _notice(run, say, f"reconnected to {request.server}", postfix="")
                 subscribe: dict[str, Any] = {"type": "subscribe", "sessions": list(run.jobs)}
                 if any(job.invoked for job in run.jobs.values()):
                     subscribe["since"] = run.last_seq  # resume: the server replays what we missed
@@ -201,7 +212,7 @@ async def _watch(client: Client, request: Request, run: Run, make_bar: Callable[
                     event = decoder.decode(frame)
                     failures = 0
                     if event.get("type") == "resync_required":
-                        await _resync_from_rest(client, run, say)
+                        await _catch_up_from_rest(client, run, say, event.get("seq", 0))
                     else:
                         await _handle(event, client, run, make_bar, say)
                     if not run.unfinished:
@@ -215,7 +226,23 @@ async def _watch(client: Client, request: Request, run: Run, make_bar: Callable[
         failures += 1
         if failures > RECONNECTS:
             raise GenerateError(f"lost the connection to {request.server}: {problem}")
-        await asyncio.sleep(0.2 * 2**failures)
+        delay = 0.2 * 2**failures
+        _notice(
+            run,
+            say,
+            f"lost the connection to {request.server} ({problem or type(problem).__name__}); "
+            f"reconnecting in {delay:.1f} s (try {failures} of {RECONNECTS})",
+            postfix="reconnecting",
+        )
+        await asyncio.sleep(delay)
+
+
+def _notice(run: Run, say: Callable[[str], None], line: str, *, postfix: str) -> None:
+    """Tell the person what the connection is doing, on the bars and on stderr (never stdout: paths only)."""
+    for job in run.jobs.values():
+        if job.bar is not None and job.status not in FINISHED:
+            job.bar.set_postfix_str(postfix, refresh=True)
+    run.note(f"imagegraph: {line}")
 
 
 async def _until_pong(ws, decoder: msgspec.json.Decoder) -> int:
@@ -233,6 +260,8 @@ async def _handle(event: dict[str, Any], client: Client, run: Run, make_bar, say
     if job is None:
         return
     kind = event["type"]
+    if job.status in FINISHED:
+        return  # already finished (events replayed after a catch-up over REST)
     if kind == "session_started" and job.bar is None:
         job.bar = make_bar(job, run.request.steps)  # shown from the start, while models load
     elif kind == "generator_progress":
@@ -250,25 +279,30 @@ async def _handle(event: dict[str, Any], client: Client, run: Run, make_bar, say
         await _finish(job, client, run, say)
 
 
-async def _resync_from_rest(client: Client, run: Run, say: Callable[[str], None]) -> None:
-    """Events were lost (we were away too long, or the server restarted): follow the sessions over REST."""
+async def _catch_up_from_rest(client: Client, run: Run, say: Callable[[str], None], seq: int) -> None:
+    """The events we missed are gone (we were away too long, or the server restarted): read where each
+    session stands over REST, finish those that finished, and follow the rest live from `seq` on (the
+    subscription is in place: what happens from now on reaches us)."""
+    run.last_seq = seq
     for job in list(run.jobs.values()):
         if job.status in FINISHED:
             continue
-        while job.status not in FINISHED:
-            session = (await client.call("GET", f"/sessions/{job.session_id}")).json()
-            if session["status"] in FINISHED:
-                job.status = session["status"]
-                decoded = session["results"].get("decode") or {}
-                job.image_name = (decoded.get("image") or {}).get("image_name")
-                job.error = "; ".join(f"{node}: {message}" for node, message in session["errors"].items()) or None
-            else:
-                await asyncio.sleep(0.5)
-        await _finish(job, client, run, say)
+        session = (await client.call("GET", f"/sessions/{job.session_id}")).json()
+        if session["status"] in FINISHED:
+            job.status = session["status"]
+            decoded = session["results"].get("decode") or {}
+            job.image_name = (decoded.get("image") or {}).get("image_name")
+            job.error = "; ".join(f"{node}: {message}" for node, message in session["errors"].items()) or None
+            await _finish(job, client, run, say)
+        elif job.bar is not None:
+            job.bar.reset(total=job.bar.total)  # it starts again from the first step (a restarted server)
 
 
 async def _finish(job: Job, client: Client, run: Run, say: Callable[[str], None]) -> None:
     if job.bar is not None:
+        if job.status == "completed":
+            job.bar.n = job.bar.total  # full even when the steps came from the node cache (no progress events)
+        job.bar.set_postfix_str("", refresh=True)
         job.bar.close()
     if job.status != "completed":
         reason = f": {job.error}" if job.error else ""
@@ -279,32 +313,25 @@ async def _finish(job: Job, client: Client, run: Run, say: Callable[[str], None]
     # The name comes from the server: use it as a file name only if it is a plain one.
     plain = SAFE_NAME.fullmatch(job.image_name) is not None
     path = run.request.out / (job.image_name if plain else f"{job.session_id}.png")
-    _write_atomically(path, response.content)
+    atomic_write(path, response.content, temp_name=f".{path.name}.part")
     run.saved.append(path)
     say(str(path))
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.part")
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
-def cancel_sessions(server: str, token: str | None, session_ids: list[str]) -> int:
-    """Ask the server to cancel each session (after Ctrl-C, outside the event loop); returns how many it took."""
+def cancel_sessions(server: str, token: str | None, session_ids: list[str]) -> tuple[int, list[str]]:
+    """Ask the server to cancel each session (outside the event loop): how many it took, and the ids it could
+    not be asked about (not answering). A session that finished meanwhile is neither."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    canceled = 0
+    canceled, unreachable = 0, []
     with httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=10.0) as http:
         for session_id in session_ids:
             try:
                 response = http.delete(f"/api/v1/sessions/{session_id}/invoke")
             except httpx.HTTPError:
+                unreachable.append(session_id)
                 continue
             canceled += response.status_code == 202
-    return canceled
+    return canceled, unreachable
 
 
 def main(request: Request, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
@@ -319,19 +346,29 @@ def main(request: Request, stdout: TextIO = sys.stdout, stderr: TextIO = sys.std
     def say(line: str) -> None:
         print(line, file=stdout, flush=True)
 
+    run.note = lambda line: tqdm.write(line, file=stderr)
     try:
         asyncio.run(generate(request, run, make_bar, say))
     except GenerateError as exc:
         _close_bars(run)
         print(f"imagegraph: {exc}", file=stderr)
-        # The images still queued would run for nobody: take them off the server's queue.
-        if run.unfinished:
-            cancel_sessions(request.server, request.token, run.unfinished)
+        # The images still queued would run for nobody: take them off the server's queue, and say so.
+        left = run.queued
+        if left:
+            canceled, unreachable = cancel_sessions(request.server, request.token, left)
+            if canceled:
+                print(f"imagegraph: canceled {canceled} queued session(s) on the server", file=stderr)
+            if unreachable:
+                print(
+                    f"imagegraph: could not cancel {len(unreachable)} queued session(s): the server is not "
+                    "answering; they run when it is back unless canceled there: " + ", ".join(unreachable),
+                    file=stderr,
+                )
         return EXIT_FAILED
     except KeyboardInterrupt:
         _close_bars(run)
-        left = run.unfinished
-        canceled = cancel_sessions(request.server, request.token, left) if left else 0
+        left = run.queued
+        canceled, _ = cancel_sessions(request.server, request.token, left) if left else (0, [])
         print(f"imagegraph: interrupted; canceled {canceled} session(s) on the server", file=stderr)
         return EXIT_INTERRUPTED
     return 0

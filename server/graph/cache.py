@@ -14,6 +14,8 @@ from typing import Any
 
 import msgspec
 
+from server.graph.nodes.base import Output
+
 _encoder = msgspec.json.Encoder(order="deterministic")
 
 
@@ -24,7 +26,7 @@ def cache_key(node_type: str, inputs: dict[str, Any]) -> str:
 
 @dataclass
 class CachedOutput:
-    output: msgspec.Struct
+    output: Output
     tensors: dict[str, Any]
 
 
@@ -49,7 +51,7 @@ class NodeCache:
         self.hits += 1
         return entry
 
-    def put(self, key: str, output: msgspec.Struct, tensors: dict[str, Any]) -> None:
+    def put(self, key: str, output: Output, tensors: dict[str, Any]) -> None:
         if self.max_entries <= 0:
             return
         self._entries[key] = CachedOutput(output, dict(tensors))

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from server.config import Settings
-    from server.images.schema import ImageDTO
+    from server.images.schema import ImageCategory, ImageDTO
     from server.images.service import ImageService
     from server.models.loader import ModelLoader
     from server.models.schema import ModelIdentifier
@@ -130,7 +130,7 @@ class InvocationContext:
         is_intermediate: bool = False,
         board_id: str | None = None,
         metadata: str | None = None,
-        category: str = "general",
+        category: ImageCategory = "general",
     ) -> ImageDTO:
         return self.call_async(
             self.services.images.save(

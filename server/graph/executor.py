@@ -17,8 +17,17 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from server.clock import utc_now
 from server.config import Settings
-from server.events import Emit, QueueStatus, SessionCanceled, SessionComplete, SessionStarted
+from server.events import (
+    Emit,
+    Event,
+    GeneratorProgress,
+    QueueStatus,
+    SessionCanceled,
+    SessionComplete,
+    SessionStarted,
+)
 from server.graph.cache import NodeCache
 from server.graph.context import Canceled, RunServices
 from server.graph.graph import topological_order
@@ -78,6 +87,10 @@ class Executor:
         self._save_task: asyncio.Task[None] | None = None
         self._dirty = False
         self._finishing = asyncio.Event()
+        # Set while no session runs; the last step the running one reported, for the stop summary.
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._step: tuple[int, int] | None = None
 
     @property
     def device_name(self) -> str:
@@ -102,8 +115,16 @@ class Executor:
         self._task = asyncio.create_task(self._work(), name="imagegraph-executor")
 
     async def stop(self) -> None:
+        """A clean stop: the running session stops before its next step and goes back to the queue, first in
+        line, as it was; the queue is kept for the next start, in its order."""
         self._stopping = True
         self._cancel.set()
+        running = self._running
+        log.info("stopping: %s", self._stop_summary())
+        if running is not None:
+            # Let it wind down through the normal path (it is saved `queued` again) before anything is cancelled.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), STOP_WAIT_S)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -112,6 +133,14 @@ class Executor:
         # database it may be using are still open; a step that takes longer is left to finish on its own.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True), STOP_WAIT_S)
+
+    def _stop_summary(self) -> str:
+        waiting = len(self._pending)
+        queued = f"{waiting} queued" if waiting else "nothing else queued"
+        if self._running is None:
+            return f"{waiting} session(s) queued; they run at the next start" if waiting else "the queue is empty"
+        at = f" at step {self._step[0]}/{self._step[1]}" if self._step is not None else ""
+        return f"session {self._running.id} interrupted{at}, {queued}; {'they run' if waiting else 'it runs'} first at the next start"
 
     # the interface routes use
 
@@ -138,6 +167,7 @@ class Executor:
                 self._parked.pop(session_id, None)
                 session.executed, session.results, session.errors = [], {}, {}
             session.status = "queued"
+            session.queued_at = utc_now()
             await self.store.save(session)
             self._pending.append(session_id)
             if all_nodes:
@@ -181,20 +211,27 @@ class Executor:
     async def _work(self) -> None:
         services = RunServices(
             settings=self.settings,
-            emit=self.emit,
+            emit=self._emit_from_run,
             loader=self.loader,
             images=self.images,
             loop=asyncio.get_running_loop(),
         )
         await self.models.ready()  # sessions name models: wait until models.yaml has been read
-        while True:
+        while not self._stopping:
             while not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            if self._stopping:
+                return  # what is queued stays queued, for the next start
             try:
                 await self._next(services)
             except Exception:  # e.g. the database failing: log it, keep serving the queue
                 log.exception("the executor failed to run a session")
+
+    def _emit_from_run(self, event: Event) -> None:
+        if isinstance(event, GeneratorProgress) and self._running is not None:
+            self._step = (event.step, event.total_steps)
+        self.emit(event)
 
     async def _next(self, services: RunServices) -> None:
         async with self._lock:
@@ -210,6 +247,8 @@ class Executor:
             session.status = "running"
             self._cancel.clear()
             self._running = session
+            self._step = None
+            self._idle.clear()
         # Stored behind the work, not before it: a crash before it lands leaves the session queued, and it
         # simply runs again after the restart.
         self._changed()
@@ -220,6 +259,7 @@ class Executor:
         finally:
             self._running = None
             self._run = None
+            self._idle.set()
             self._queue_changed()
         # Announced once stored and off the queue: whoever hears it finds the final state everywhere.
         if session.status == "canceled":

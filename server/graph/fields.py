@@ -49,7 +49,7 @@ class LoraMetadata(msgspec.Struct):
 
 
 class CoreMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The generation settings embedded in a PNG as `invokeai_metadata` (API.md §PNG metadata)."""
+    """The generation settings embedded in a PNG as `invokeai_metadata` (docs/api.md §PNG metadata)."""
 
     generation_mode: str
     positive_prompt: str | None = None

@@ -22,7 +22,7 @@ class Edge(msgspec.Struct):
 
 class Graph(msgspec.Struct, kw_only=True):
     id: str
-    nodes: dict[str, AnyNode] = {}  # type: ignore[valid-type]
+    nodes: dict[str, AnyNode] = {}
     edges: list[Edge] = []
 
 

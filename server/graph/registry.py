@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import typing
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import msgspec
 from msgspec import inspect as mi
@@ -21,9 +21,14 @@ _NOT_INPUTS = frozenset({"id", "type"})
 NODE_TYPES: dict[str, type[Node]] = {node_type(cls): cls for cls in NODE_CLASSES}
 OUTPUT_CLASSES: tuple[type[Output], ...] = tuple(dict.fromkeys(cls.output for cls in NODE_CLASSES))
 
-# The graph payload's node and result types: tagged unions over every registered class.
-AnyNode = Union[NODE_CLASSES]  # type: ignore[valid-type]  # noqa: UP007
-AnyOutput = Union[OUTPUT_CLASSES]  # type: ignore[valid-type]  # noqa: UP007
+# The graph payload's node and result types: tagged unions over every registered class (built at run time, so a
+# type checker sees their common bases).
+if TYPE_CHECKING:
+    AnyNode = Node
+    AnyOutput = Output
+else:
+    AnyNode = Union[NODE_CLASSES]  # noqa: UP007
+    AnyOutput = Union[OUTPUT_CLASSES]  # noqa: UP007
 
 
 class InputSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -121,11 +126,17 @@ def _unwrap(t: mi.Type) -> tuple[mi.Type, dict[str, Any], dict[str, Any]]:
     return t, extra, schema
 
 
+def struct_fields(cls: type[msgspec.Struct]) -> tuple[mi.Field, ...]:
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    return info.fields
+
+
 @functools.cache
 def input_fields(cls: type[Node]) -> dict[str, FieldInfo]:
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = {}
-    for field in mi.type_info(cls).fields:
+    for field in struct_fields(cls):
         if field.name in _NOT_INPUTS:
             continue
         inner, extra, _ = _unwrap(field.type)
@@ -144,7 +155,7 @@ def input_fields(cls: type[Node]) -> dict[str, FieldInfo]:
 
 @functools.cache
 def output_fields(cls: type[Node]) -> dict[str, str]:
-    return {field.name: type_name(field.type) for field in mi.type_info(cls.output).fields if field.name != "type"}
+    return {field.name: type_name(field.type) for field in struct_fields(cls.output) if field.name != "type"}
 
 
 def _constraints(t: mi.Type) -> dict[str, Any]:
@@ -181,7 +192,7 @@ def _choices(annotation: Any) -> tuple[Any, ...] | None:
 
 
 def node_spec(cls: type[Node]) -> NodeSpec:
-    info = {field.name: field for field in mi.type_info(cls).fields}
+    info = {field.name: field for field in struct_fields(cls)}
     inputs = []
     for name, field in input_fields(cls).items():
         inner, _, schema = _unwrap(info[name].type)

@@ -140,12 +140,12 @@ class SessionRun:
         """One execution per item, each an invocation of its own (`<id>#<index>`) with `item`, `index`, `total`."""
         self.cancel_point()
         collection = inputs.get("collection", node.collection)
-        problem = None
-        if not isinstance(collection, list):
-            problem = NodeError(f"`{node.id}.collection` must be a list")
-        elif len(collection) > MAX_ITEMS:
-            problem = NodeError(f"`{node.id}` iterates {len(collection)} items; at most {MAX_ITEMS}")
-        if problem is not None:
+        if not isinstance(collection, list) or len(collection) > MAX_ITEMS:
+            problem = (
+                NodeError(f"`{node.id}.collection` must be a list")
+                if not isinstance(collection, list)
+                else NodeError(f"`{node.id}` iterates {len(collection)} items; at most {MAX_ITEMS}")
+            )
             prepared = self._prepared_id(node.id, context)
             self._started(node, prepared)
             self._fail(node, prepared, problem)

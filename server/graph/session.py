@@ -24,11 +24,13 @@ class Session(msgspec.Struct, kw_only=True):
     status: SessionStatus = "pending"
     # Executed node ids: a node under an `iterate` runs once per item, as `<node>#<index>`.
     executed: list[str] = []
-    results: dict[str, AnyOutput] = {}  # type: ignore[valid-type]
+    results: dict[str, AnyOutput] = {}
     # node id -> what went wrong; a failure not tied to a node (a crash) is under the node that was running.
     errors: dict[str, str] = {}
     created_at: str
     updated_at: str
+    # When it was last queued: the queue's order, kept when a stopping server puts its running session back.
+    queued_at: str | None = None
 
 
 class SessionPage(msgspec.Struct, kw_only=True):
@@ -70,9 +72,12 @@ class SessionStore:
         return await self.items.list(offset, limit)
 
     async def ids_with_status(self, status: str) -> list[str]:
-        """Ids of sessions in `status`, oldest change first (queue order for `queued`)."""
+        """Ids of sessions in `status`, in queue order (when they were queued; before `queued_at` was kept,
+        their last change)."""
         async with self.db.read.execute(
-            "SELECT id FROM sessions WHERE status = ? ORDER BY updated_at, rowid", (status,)
+            "SELECT id FROM sessions WHERE status = ? "
+            "ORDER BY coalesce(json_extract(data, '$.queued_at'), updated_at), rowid",
+            (status,),
         ) as cursor:
             return [row[0] for row in await cursor.fetchall()]
 

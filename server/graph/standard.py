@@ -1,11 +1,35 @@
-"""The contract's standard text-to-image graph (API.md §Sessions and graphs), as plain JSON-ready dicts.
+"""The standard generation graphs (docs/api.md §Sessions and graphs), built from one settings Struct.
 
-One builder for everyone who posts it: `imagegraph generate`, the benchmarks and the tests. The web UI builds
-the same graph in static/js/graph.js."""
+This is the one builder: the web UI asks for its graphs through `POST /api/v1/app/graph`, `imagegraph
+generate`, the benchmarks and the tests call it directly, and `examples/txt2img.json` is its output (a test
+keeps them equal). Field names of the graphs are part of the contract."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, cast
+
+import msgspec
+
+from server.graph.nodes.base import SEED_MAX
+from server.graph.nodes.latents import Dimension, Scheduler
+from server.models.schema import ModelIdentifier
+
+
+class GenerationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What a person sets on the Generate page; everything else of the graph follows from it."""
+
+    model: ModelIdentifier
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: Annotated[int, msgspec.Meta(ge=0, le=SEED_MAX)] = 42
+    width: Dimension = 512
+    height: Dimension = 512
+    steps: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
+    cfg_scale: Annotated[float, msgspec.Meta(ge=0, le=200)] = 7.5
+    scheduler: Scheduler = "euler"
+    # A `metadata_accumulator` wired to `l2i.metadata` embeds the settings in the PNG.
+    metadata: bool = True
+    graph_id: str = "t2i"
 
 
 def edge(source: str, source_field: str, destination: str, destination_field: str) -> dict[str, Any]:
@@ -13,6 +37,45 @@ def edge(source: str, source_field: str, destination: str, destination_field: st
         "source": {"node_id": source, "field": source_field},
         "destination": {"node_id": destination, "field": destination_field},
     }
+
+
+def build_graph(settings: GenerationSettings) -> dict[str, Any]:
+    """The graph for `settings`, as JSON-ready dicts (what POST /sessions/ takes)."""
+    model = msgspec.to_builtins(settings.model)
+    size = {"width": settings.width, "height": settings.height}
+    sampling = {"steps": settings.steps, "cfg_scale": settings.cfg_scale, "scheduler": settings.scheduler}
+    nodes: dict[str, Any] = {
+        "model": {"id": "model", "type": "main_model_loader", "model": model},
+        "pos": {"id": "pos", "type": "compel", "prompt": settings.prompt},
+        "neg": {"id": "neg", "type": "compel", "prompt": settings.negative_prompt},
+        "noise": {"id": "noise", "type": "noise", "seed": settings.seed, **size},
+        "denoise": {"id": "denoise", "type": "denoise_latents", **sampling},
+        "decode": {"id": "decode", "type": "l2i"},
+    }
+    edges = [
+        edge("model", "clip", "pos", "clip"),
+        edge("model", "clip", "neg", "clip"),
+        edge("model", "unet", "denoise", "unet"),
+        edge("pos", "conditioning", "denoise", "positive_conditioning"),
+        edge("neg", "conditioning", "denoise", "negative_conditioning"),
+        edge("noise", "noise", "denoise", "noise"),
+        edge("denoise", "latents", "decode", "latents"),
+        edge("model", "vae", "decode", "vae"),
+    ]
+    if settings.metadata:
+        nodes["meta"] = {
+            "id": "meta",
+            "type": "metadata_accumulator",
+            "generation_mode": "txt2img",
+            "positive_prompt": settings.prompt,
+            "negative_prompt": settings.negative_prompt,
+            "seed": settings.seed,
+            **size,
+            **sampling,
+            "model": model,
+        }
+        edges.append(edge("meta", "metadata", "decode", "metadata"))
+    return {"id": settings.graph_id, "nodes": nodes, "edges": edges}
 
 
 def txt2img_graph(
@@ -29,38 +92,19 @@ def txt2img_graph(
     metadata: bool = True,
     graph_id: str = "t2i",
 ) -> dict[str, Any]:
-    """With `metadata`, a `metadata_accumulator` wired to `l2i.metadata` embeds the settings in the PNG."""
-    size = {"width": width, "height": height}
-    sampling = {"steps": steps, "cfg_scale": cfg_scale, "scheduler": scheduler}
-    nodes: dict[str, Any] = {
-        "model": {"id": "model", "type": "main_model_loader", "model": dict(model)},
-        "pos": {"id": "pos", "type": "compel", "prompt": prompt},
-        "neg": {"id": "neg", "type": "compel", "prompt": negative},
-        "noise": {"id": "noise", "type": "noise", "seed": seed, **size},
-        "denoise": {"id": "denoise", "type": "denoise_latents", **sampling},
-        "decode": {"id": "decode", "type": "l2i"},
-    }
-    edges = [
-        edge("model", "clip", "pos", "clip"),
-        edge("model", "clip", "neg", "clip"),
-        edge("model", "unet", "denoise", "unet"),
-        edge("pos", "conditioning", "denoise", "positive_conditioning"),
-        edge("neg", "conditioning", "denoise", "negative_conditioning"),
-        edge("noise", "noise", "denoise", "noise"),
-        edge("denoise", "latents", "decode", "latents"),
-        edge("model", "vae", "decode", "vae"),
-    ]
-    if metadata:
-        nodes["meta"] = {
-            "id": "meta",
-            "type": "metadata_accumulator",
-            "generation_mode": "txt2img",
-            "positive_prompt": prompt,
-            "negative_prompt": negative,
-            "seed": seed,
-            **size,
-            **sampling,
-            "model": dict(model),
-        }
-        edges.append(edge("meta", "metadata", "decode", "metadata"))
-    return {"id": graph_id, "nodes": nodes, "edges": edges}
+    """`build_graph` with keyword arguments (scripts and tests). Values are not checked here (the server checks
+    the graph), so a test can build a graph the server must refuse."""
+    settings = GenerationSettings(
+        model=msgspec.convert(model, ModelIdentifier),
+        prompt=prompt,
+        negative_prompt=negative,
+        seed=seed,
+        width=width,
+        height=height,
+        steps=steps,
+        cfg_scale=cfg_scale,
+        scheduler=cast(Scheduler, scheduler),
+        metadata=metadata,
+        graph_id=graph_id,
+    )
+    return build_graph(settings)

@@ -10,7 +10,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server import __version__
+from server.graph.graph import Graph
 from server.graph.schedulers import SCHEDULER_NAMES
+from server.graph.standard import GenerationSettings, build_graph
 from server.http.io import json_response, operation
 from server.http.state import services
 
@@ -86,8 +88,19 @@ async def app_config(request: Request) -> Response:
     )
 
 
+@operation(
+    "The standard generation graph for these settings (what the web UI and `imagegraph generate` run)",
+    tags=("app",),
+    body=GenerationSettings,
+    responses={200: Graph, 422: None},
+)
+async def standard_graph(request: Request, *, body: GenerationSettings) -> Response:
+    return json_response(build_graph(body))
+
+
 # Paths below /api/v1 (every resource module lists its routes relative to that mount).
 routes = [
     Route("/app/version", version, methods=["GET"]),
     Route("/app/config", app_config, methods=["GET"]),
+    Route("/app/graph", standard_graph, methods=["POST"]),
 ]

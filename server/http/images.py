@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from email.utils import parsedate_to_datetime
 
 from starlette.datastructures import UploadFile
@@ -57,7 +57,7 @@ async def _read_file_field(request: Request, field: str, limit: int) -> bytes:
     if length.isdigit() and int(length) > limit + MULTIPART_OVERHEAD:
         raise too_large
 
-    async def limited() -> AsyncIterator[bytes]:
+    async def limited() -> AsyncGenerator[bytes, None]:
         received = 0
         async for chunk in request.stream():
             received += len(chunk)
@@ -247,7 +247,7 @@ def _range_response(item: CachedFile, request: Request) -> Response | None:
     byte_range = _byte_range(range_header, len(item.body))
     if byte_range is None:
         return None
-    if byte_range == "unsatisfiable":
+    if isinstance(byte_range, str):
         return Response(
             status_code=416,
             headers={"Content-Range": f"bytes */{len(item.body)}", "Content-Type": "application/json"},

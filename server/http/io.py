@@ -11,6 +11,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from server.graph.registry import struct_fields
 from server.http.errors import ApiError, validation_error
 
 JSON_BODY_LIMIT = 16 * 1024 * 1024
@@ -30,7 +31,7 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 def _list_fields(query_type: type[msgspec.Struct]) -> frozenset[str]:
     names = set()
-    for field in msgspec.inspect.type_info(query_type).fields:
+    for field in struct_fields(query_type):
         types = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
         if any(isinstance(t, msgspec.inspect.ListType) for t in types):
             names.add(field.name)

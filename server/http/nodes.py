@@ -20,7 +20,7 @@ _body: bytes | None = None
 async def list_nodes(request: Request) -> Response:
     global _body
     if _body is None:  # fixed for the life of the process
-        _body = json_response(catalogue()).body
+        _body = bytes(json_response(catalogue()).body)
     return Response(_body, media_type="application/json")
 
 

@@ -10,7 +10,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.graph.executor import Executor, SessionConflict
-from server.graph.graph import Graph, GraphInput
+from server.graph.graph import Edge, GraphInput
+from server.graph.registry import AnyNode
 from server.graph.session import Session, SessionPage, SessionStore
 from server.graph.validation import GraphInvalid, Problem, missing_references, validate_graph
 from server.http.errors import ApiError, ErrorItem, not_found
@@ -31,10 +32,12 @@ class InvokeQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     all: bool = True
 
 
-class NewGraph(Graph, kw_only=True):
-    """A graph as POST /sessions/ takes it: one without an `id` is given a new one."""
+class NewGraph(msgspec.Struct, kw_only=True):
+    """A graph as POST /sessions/ takes it (documented in OpenAPI): one without an `id` is given a new one."""
 
     id: str | None = None
+    nodes: dict[str, AnyNode] = {}
+    edges: list[Edge] = []
 
 
 def _documents_body(body_type: Any):

@@ -1,4 +1,4 @@
-"""`/ws`: one connection per client; subscribe / unsubscribe / ping in, events out (../shared/API.md §WebSocket).
+"""`/ws`: one connection per client; subscribe / unsubscribe / ping in, events out (docs/api.md §WebSocket).
 
 Each connection runs two tasks: a reader that applies the client's messages to its `Subscriber`, and a pump
 that sends the subscriber's queued frames. The token and Origin checks happen before we get here

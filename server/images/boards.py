@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiosqlite
 import msgspec
 
 from server.clock import utc_now
-from server.db import Database
+from server.db import Database, Queryable
 from server.events import Emit, ImageUpdated
 from server.images import records
 from server.images.errors import BoardNotFound, UnknownImage
@@ -48,7 +48,7 @@ class Boards:
         self.emit = emit
         self.delete_images = delete_images
 
-    async def exists(self, board_id: str, conn: aiosqlite.Connection | None = None) -> bool:
+    async def exists(self, board_id: str, conn: Queryable | None = None) -> bool:
         async with (conn or self.db.read).execute("SELECT 1 FROM boards WHERE board_id = ?", (board_id,)) as cursor:
             return await cursor.fetchone() is not None
 
@@ -69,7 +69,7 @@ class Boards:
             image_count=0,
         )
 
-    async def get(self, board_id: str, conn: aiosqlite.Connection | None = None) -> BoardDTO | None:
+    async def get(self, board_id: str, conn: Queryable | None = None) -> BoardDTO | None:
         async with (conn or self.db.read).execute(_SELECT + " WHERE b.board_id = ?", (board_id,)) as cursor:
             row = await cursor.fetchone()
         return None if row is None else _to_dto(row)
@@ -83,7 +83,7 @@ class Boards:
             (total,) = await cursor.fetchone()
         return [_to_dto(row) for row in rows], total
 
-    async def all(self) -> list[BoardDTO]:
+    async def all(self) -> builtins.list[BoardDTO]:
         async with self.db.read.execute(_SELECT + " ORDER BY b.created_at DESC, b.rowid DESC") as cursor:
             return [_to_dto(row) for row in await cursor.fetchall()]
 
@@ -127,5 +127,5 @@ class Boards:
             self.emit(ImageUpdated(image=dto))
         return BoardDeleted(board_id=board_id, deleted_images=deleted_images)
 
-    async def image_names(self, board_id: str) -> list[str]:
+    async def image_names(self, board_id: str) -> builtins.list[str]:
         return await records.names_where(self.db.read, "board_id = ?", (board_id,))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import typing
 from typing import Any
 
-import aiosqlite
-
+from server.db import Queryable
 from server.images.errors import ImageNotFound
 from server.images.schema import ImageCategory, ImageDTO, ImageRecord, ListImagesQuery
 
@@ -66,8 +65,8 @@ def _count_filters(query: ListImagesQuery) -> tuple[str, list[Any]]:
     when the planner picked a narrower, non-covering index)."""
     if query.is_intermediate is None and not query.categories and query.board_id is None:
         # No filter, or starred only: images_created_at / images_starred already cover it.
-        where, params = _filters(query)
-        return f"SELECT count(*) FROM images{where}", params
+        where, no_filter_params = _filters(query)
+        return f"SELECT count(*) FROM images{where}", no_filter_params
     intermediate = [int(query.is_intermediate)] if query.is_intermediate is not None else [0, 1]
     categories = sorted(set(query.categories)) if query.categories else list(CATEGORIES)
     clauses = [
@@ -86,7 +85,7 @@ def _count_filters(query: ListImagesQuery) -> tuple[str, list[Any]]:
     return "SELECT count(*) FROM images INDEXED BY images_filters WHERE " + " AND ".join(clauses), params
 
 
-async def list_images(conn: aiosqlite.Connection, query: ListImagesQuery) -> tuple[list[ImageDTO], int]:
+async def list_images(conn: Queryable, query: ListImagesQuery) -> tuple[list[ImageDTO], int]:
     where, params = _filters(query)
     direction = "DESC" if query.order == "newest" else "ASC"
     count_sql, count_params = _count_filters(query)
@@ -108,20 +107,18 @@ async def list_images(conn: aiosqlite.Connection, query: ListImagesQuery) -> tup
     return [to_dto(row) for row in rows], total
 
 
-async def get_image(conn: aiosqlite.Connection, image_name: str) -> ImageDTO | None:
+async def get_image(conn: Queryable, image_name: str) -> ImageDTO | None:
     async with conn.execute(f"SELECT {COLUMNS} FROM images WHERE image_name = ?", (image_name,)) as cursor:
         row = await cursor.fetchone()
     return None if row is None else to_dto(row)
 
 
-async def image_exists(conn: aiosqlite.Connection, image_name: str) -> bool:
+async def image_exists(conn: Queryable, image_name: str) -> bool:
     async with conn.execute("SELECT 1 FROM images WHERE image_name = ?", (image_name,)) as cursor:
         return await cursor.fetchone() is not None
 
 
-async def insert_image(
-    conn: aiosqlite.Connection, record: ImageRecord, metadata: str | None, graph: str | None
-) -> None:
+async def insert_image(conn: Queryable, record: ImageRecord, metadata: str | None, graph: str | None) -> None:
     await conn.execute(
         f"INSERT INTO images ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -145,7 +142,7 @@ async def insert_image(
         )
 
 
-async def update_image(conn: aiosqlite.Connection, image_name: str, changes: dict[str, Any], now: str) -> bool:
+async def update_image(conn: Queryable, image_name: str, changes: dict[str, Any], now: str) -> bool:
     columns = {"image_category", "is_intermediate", "board_id", "starred", "session_id"}
     assert set(changes) <= columns, changes
     values = [int(v) if isinstance(v, bool) else v for v in changes.values()]
@@ -154,7 +151,7 @@ async def update_image(conn: aiosqlite.Connection, image_name: str, changes: dic
     return cursor.rowcount > 0
 
 
-async def delete_images(conn: aiosqlite.Connection, image_names: list[str]) -> list[str]:
+async def delete_images(conn: Queryable, image_names: list[str]) -> list[str]:
     """Delete the records that exist; return their names in the order given."""
     deleted = []
     for name in image_names:
@@ -164,17 +161,17 @@ async def delete_images(conn: aiosqlite.Connection, image_names: list[str]) -> l
     return deleted
 
 
-async def names_where(conn: aiosqlite.Connection, where: str, params: tuple[Any, ...] = ()) -> list[str]:
+async def names_where(conn: Queryable, where: str, params: tuple[Any, ...] = ()) -> list[str]:
     async with conn.execute(f"SELECT image_name FROM images WHERE {where} ORDER BY created_at DESC", params) as cursor:
         return [row[0] for row in await cursor.fetchall()]
 
 
-async def all_names(conn: aiosqlite.Connection) -> set[str]:
+async def all_names(conn: Queryable) -> set[str]:
     async with conn.execute("SELECT image_name FROM images") as cursor:
         return {row[0] for row in await cursor.fetchall()}
 
 
-async def get_metadata(conn: aiosqlite.Connection, image_name: str) -> tuple[str | None, str | None, str | None]:
+async def get_metadata(conn: Queryable, image_name: str) -> tuple[str | None, str | None, str | None]:
     """(session_id, metadata, graph) of an image; raises ImageNotFound when there is no such record."""
     async with conn.execute(
         "SELECT i.session_id, m.metadata, m.graph FROM images i "

@@ -1,4 +1,4 @@
-"""Image and board payloads of the contract (../shared/API.md §Images)."""
+"""Image and board payloads of the contract (docs/api.md §Images)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class ImageRecord(msgspec.Struct, kw_only=True):
 
 
 class ImageDTO(ImageRecord, kw_only=True):
-    """The record and where its files are served (API.md §Images)."""
+    """The record and where its files are served (docs/api.md §Images)."""
 
     image_url: str
     thumbnail_url: str

@@ -228,10 +228,14 @@ class ImageService:
             self.cache.evict(name)
             self.cache.evict(thumbnail_name(name))
         # Files go after the commit: a crash in between leaves files without a record, which start-up removes.
-        await asyncio.to_thread(lambda: [self.files.delete(name) for name in deleted])
+        await asyncio.to_thread(self._delete_files, deleted)
         for name in deleted:
             self.emit(ImageDeleted(image_name=name))
         return deleted
+
+    def _delete_files(self, names: list[str]) -> None:
+        for name in names:
+            self.files.delete(name)
 
     async def clear_intermediates(self) -> int:
         names = await records.names_where(self.db.read, "is_intermediate = 1")

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,7 +146,7 @@ class ModelCatalogue:
             raise ModelNotFound(f"model {key} not found")
         return config
 
-    def list_models(self, base_models: list[str] | None = None, model_type: str | None = None) -> list[ModelConfig]:
+    def list_models(self, base_models: Sequence[str] | None = None, model_type: str | None = None) -> list[ModelConfig]:
         configs = list(self.registry.entries.values())
         return sorted(
             (

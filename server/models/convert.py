@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def convert_checkpoint(checkpoint: Path, original_config: Path | None, config_dir: Path, work_dir: Path) -> Path:
@@ -18,7 +19,7 @@ def convert_checkpoint(checkpoint: Path, original_config: Path | None, config_di
     Blocking (torch): run it off the event loop."""
     from server.models.single_file import load_pipeline_from_single_file
 
-    pipe = load_pipeline_from_single_file(checkpoint, original_config, config_dir, None)
+    pipe: Any = load_pipeline_from_single_file(checkpoint, original_config, config_dir, None)
     out = Path(tempfile.mkdtemp(prefix="convert-", dir=work_dir)) / "model"
     pipe.save_pretrained(out, safe_serialization=True)
     return out

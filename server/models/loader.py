@@ -182,7 +182,7 @@ class ModelLoader:
         config_dir = self.models.diffusers_config_dir(config)
         if config_dir is None:
             raise ModelLoadError(f"no diffusers configuration is known for checkpoint {path.name}")
-        pipe = load_pipeline_from_single_file(path, self.models.legacy_config_path(config), config_dir, self.dtype)
+        pipe: Any = load_pipeline_from_single_file(path, self.models.legacy_config_path(config), config_dir, self.dtype)
         parts = {
             "unet": self._place(pipe.unet),
             "text_encoder": self._place(pipe.text_encoder),

@@ -156,7 +156,7 @@ def _read_pickle(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]
     return shapes, metadata, extra
 
 
-def _collect_shapes(tree: dict, prefix: str, out: dict[str, tuple[int, ...]], tensor_type: type, depth: int) -> None:
+def _collect_shapes(tree: dict, prefix: str, out: dict[str, tuple[int, ...]], tensor_type: Any, depth: int) -> None:
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, tensor_type):

@@ -187,7 +187,7 @@ def write_streaming(
                 raise ValueError(f"{name}: got {tensor.dtype} {tuple(tensor.shape)}, expected {dtype} {shape}")
             data = tensor.detach().to("cpu").contiguous().reshape(-1)
             # numpy has no bfloat16: write the raw bytes through an integer view of the same width.
-            f.write(memoryview(data.view(_byte_view_dtype(tensor)).numpy()).cast("B"))
+            f.write(data.view(_byte_view_dtype(tensor)).numpy().tobytes())
         f.flush()
         os.fsync(f.fileno())
 

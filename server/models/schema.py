@@ -1,4 +1,4 @@
-"""Model payloads of the contract (../shared/API.md §Models)."""
+"""Model payloads of the contract (docs/api.md §Models)."""
 
 from __future__ import annotations
 

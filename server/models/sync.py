@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -110,7 +111,7 @@ class Syncer:
             if change == "later":
                 del self.fingerprints[path]  # look again next time
                 deferred = True
-            elif change is not None:
+            elif isinstance(change, tuple):
                 old_key, new_key = change
                 dirty = True
                 if old_key == new_key:
@@ -191,7 +192,7 @@ class Syncer:
             log.warning("model %s cannot be used: %s", path, outcome)
             base = candidate.hint_base or "sd-1"
             model_type = candidate.hint_type or "main"
-            fields = {"model_format": "diffusers" if os.path.isdir(path) else "checkpoint"}
+            fields: dict[str, Any] = {"model_format": "diffusers" if os.path.isdir(path) else "checkpoint"}
             error: str | None = str(outcome) or type(outcome).__name__
         else:
             base, model_type = outcome.base_model, outcome.model_type

@@ -184,7 +184,7 @@ def _write_diffusers_folder(folder: Path, seed: int) -> tuple[Any, Any, Any]:
                 pad_token_id=vocab[EOS],
             )
         )
-    scheduler = EulerDiscreteScheduler(
+    scheduler: Any = EulerDiscreteScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,
@@ -193,10 +193,9 @@ def _write_diffusers_folder(folder: Path, seed: int) -> tuple[Any, Any, Any]:
         timestep_spacing="leading",
         steps_offset=1,
     )
-    unet.save_pretrained(folder / "unet")
-    vae.save_pretrained(folder / "vae")
-    text_encoder.save_pretrained(folder / "text_encoder")
-    scheduler.save_pretrained(folder / "scheduler")
+    parts: dict[str, Any] = {"unet": unet, "vae": vae, "text_encoder": text_encoder, "scheduler": scheduler}
+    for name, part in parts.items():
+        part.save_pretrained(folder / name)
     return unet, vae, text_encoder
 
 

@@ -106,13 +106,12 @@ class ModelTransforms:
         merged, paths, target, work = await asyncio.to_thread(self._plan_merge, base_model, request)
         names = request.model_names
         out = work / target.name
-        kwargs = {"alpha": request.alpha, "interp": request.interp, "force": request.force}
+        merge_files = merge.merge_checkpoints if merged.model_format == "checkpoint" else merge.merge_diffusers
         try:
             try:
-                if merged.model_format == "checkpoint":
-                    await asyncio.to_thread(merge.merge_checkpoints, paths, names, out, **kwargs)
-                else:
-                    await asyncio.to_thread(merge.merge_diffusers, paths, names, out, **kwargs)
+                await asyncio.to_thread(
+                    merge_files, paths, names, out, alpha=request.alpha, interp=request.interp, force=request.force
+                )
             except merge.MergeError as exc:
                 raise NotApplicable(str(exc)) from None
             except Exception as exc:

@@ -3,7 +3,7 @@
 
 import { api, withToken } from "./api.js";
 import { $, errorText, h, notify } from "./dom.js";
-import { MAX_SEED, randomSeed, textToImageGraph } from "./graph.js";
+import { MAX_SEED, randomSeed, standardGraph } from "./graph.js";
 import { bus, store } from "./state.js";
 
 const FORM_KEY = "imagegraph.generate";
@@ -183,6 +183,12 @@ function readForm() {
   };
 }
 
+/** The GenerationSettings the server builds the graph from (server/graph/standard.py). */
+function graphSettings(params, seed) {
+  const { prompt, negative, model, width, height, steps, cfg_scale, scheduler } = params;
+  return { model, prompt, negative_prompt: negative, width, height, steps, cfg_scale, scheduler, seed };
+}
+
 /** Say which form field a 422 `loc` (["body", "nodes", "denoise", "steps"]) is about. */
 function describeProblem(problem) {
   const loc = (problem.loc ?? []).filter((part) => part !== "body");
@@ -206,7 +212,7 @@ async function submit(event) {
     }
     if (params.randomize) field("seed").value = batch.at(-1);
     for (const [i, seed] of batch.entries()) {
-      const graph = textToImageGraph({ ...params, seed });
+      const graph = await standardGraph(graphSettings(params, seed));
       const session = await api.post("/sessions/", graph);
       const nodeTypes = Object.fromEntries(Object.values(graph.nodes).map((node) => [node.id, node.type]));
       runs.set(session.id, { index: i + 1, total: batch.length, seed, nodeTypes, status: "pending" });

@@ -1,5 +1,7 @@
-// The standard text-to-image graph of the contract (API.md, "Sessions and graphs"): the same field names
-// `imagegraph generate` uses, with a metadata_accumulator wired to l2i so the PNG carries its settings.
+// Seeds, and the standard generation graph: the server builds it (POST /app/graph, server/graph/standard.py),
+// so the page, `imagegraph generate` and the example in the README run the same graph.
+
+import { api } from "./api.js";
 
 export const MAX_SEED = 4294967295;
 
@@ -15,49 +17,10 @@ function graphId() {
 }
 
 /**
- * params: {prompt, negative, model: {model_name, base_model, model_type}, width, height, steps, cfg_scale,
- * scheduler, seed}. Returns the Graph to POST to /sessions/.
+ * settings: the GenerationSettings of the API ({model: {model_name, base_model, model_type}, prompt,
+ * negative_prompt, width, height, steps, cfg_scale, scheduler, seed, ...}). Resolves to the Graph to POST to
+ * /sessions/.
  */
-export function textToImageGraph(params) {
-  const { prompt, negative, model, width, height, steps, cfg_scale, scheduler, seed } = params;
-  const edge = (source, sourceField, destination, destinationField) => ({
-    source: { node_id: source, field: sourceField },
-    destination: { node_id: destination, field: destinationField },
-  });
-  return {
-    id: graphId(),
-    nodes: {
-      model: { id: "model", type: "main_model_loader", model },
-      pos: { id: "pos", type: "compel", prompt },
-      neg: { id: "neg", type: "compel", prompt: negative },
-      noise: { id: "noise", type: "noise", seed, width, height },
-      denoise: { id: "denoise", type: "denoise_latents", steps, cfg_scale, scheduler },
-      decode: { id: "decode", type: "l2i" },
-      meta: {
-        id: "meta",
-        type: "metadata_accumulator",
-        generation_mode: "txt2img",
-        positive_prompt: prompt,
-        negative_prompt: negative,
-        seed,
-        width,
-        height,
-        steps,
-        cfg_scale,
-        scheduler,
-        model,
-      },
-    },
-    edges: [
-      edge("model", "clip", "pos", "clip"),
-      edge("model", "clip", "neg", "clip"),
-      edge("model", "unet", "denoise", "unet"),
-      edge("pos", "conditioning", "denoise", "positive_conditioning"),
-      edge("neg", "conditioning", "denoise", "negative_conditioning"),
-      edge("noise", "noise", "denoise", "noise"),
-      edge("denoise", "latents", "decode", "latents"),
-      edge("model", "vae", "decode", "vae"),
-      edge("meta", "metadata", "decode", "metadata"),
-    ],
-  };
+export function standardGraph(settings) {
+  return api.post("/app/graph", { graph_id: graphId(), ...settings });
 }

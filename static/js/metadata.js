@@ -191,11 +191,17 @@ const LABELS = [
   ["scheduler", "Scheduler"],
 ];
 
-/** [label, value] rows for display, skipping what is unknown. */
-export function settingsRows(settings) {
+/**
+ * [label, value] rows for display, skipping what is unknown. The generation size is shown only where it is not
+ * the image's own size (an upscaled or cropped image), which the viewer already shows as "Size".
+ */
+export function settingsRows(settings, image = null) {
   const rows = LABELS.filter(([key]) => settings[key] !== undefined && settings[key] !== null && settings[key] !== "").map(
     ([key, label]) => [label, String(settings[key])],
   );
-  if (settings.width && settings.height) rows.push(["Generated at", `${settings.width} × ${settings.height}`]);
+  const sameSize = image && settings.width === image.width && settings.height === image.height;
+  if (settings.width && settings.height && !sameSize) {
+    rows.push(["Generation size", `${settings.width} × ${settings.height}`]);
+  }
   return rows;
 }

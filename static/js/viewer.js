@@ -47,7 +47,7 @@ async function loadMetadata(shownName) {
     $("#viewer-raw-text").textContent = JSON.stringify(body, null, 2);
     if (parsed) {
       $("#viewer-source").textContent = `Generation settings from ${parsed.source} metadata.`;
-      renderMeta([...settingsRows(parsed.settings), ...baseRows()]);
+      renderMeta([...settingsRows(parsed.settings, image), ...baseRows()]);
       $("#viewer-use").disabled = false;
     } else {
       $("#viewer-source").textContent = body.metadata

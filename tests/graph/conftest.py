@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 
 from server.app import build_app
 from server.config import Settings
-from server.graph.standard import txt2img_graph
 from server.events import Event, SessionComplete
+from server.graph.standard import txt2img_graph
 from tests.conftest import BASE_URL
 
 MODEL = {"model_name": "tiny", "base_model": "sd-1", "model_type": "main"}
@@ -31,7 +31,7 @@ def t2i_graph(
     model: dict[str, str] | None = None,
     metadata: bool = True,
 ) -> dict[str, Any]:
-    """The standard text-to-image graph of API.md, at test size."""
+    """The standard text-to-image graph of docs/api.md, at test size."""
     return txt2img_graph(
         model or MODEL,
         prompt,

@@ -9,7 +9,6 @@ import msgspec
 import numpy as np
 from PIL import Image
 
-from server.graph.standard import edge
 from server.events import (
     GeneratorProgress,
     ImageCreated,
@@ -19,6 +18,7 @@ from server.events import (
     SessionComplete,
     SessionStarted,
 )
+from server.graph.standard import edge
 from tests.graph.conftest import MODEL, generation_app, run_graph, t2i_graph
 
 STANDARD_NODES = ["model", "pos", "neg", "noise", "denoise", "meta", "decode"]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from server.events import ModelLoadCompleted, ModelLoadStarted
 from server.models.loader import ModelLoadError
 from server.models.schema import ModelIdentifier
-from server.events import ModelLoadCompleted, ModelLoadStarted
 from tests.graph.conftest import generation_app, run_graph, t2i_graph
 
 TINY = ModelIdentifier(model_name="tiny", base_model="sd-1", model_type="main")

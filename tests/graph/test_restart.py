@@ -18,8 +18,8 @@ import httpx
 from starlette.testclient import TestClient
 
 from server.app import build_app
-from server.graph.executor import CRASH_REASON
 from server.events import GeneratorProgress, SessionStarted
+from server.graph.executor import CRASH_REASON
 from tests.conftest import BASE_URL
 from tests.graph.conftest import Recorder, generation_app, t2i_graph
 

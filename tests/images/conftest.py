@@ -11,8 +11,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 from starlette.testclient import TestClient
 
-from server.images.service import ImageService
 from server.events import Event
+from server.images.service import ImageService
 
 
 def make_image(width: int = 96, height: int = 64, mode: str = "RGB") -> Image.Image:

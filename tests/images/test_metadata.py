@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from server.db import ItemStorage
-from server.images.foreign import parse_a1111
 from server.images.embedded import stripped_graph_json
+from server.images.foreign import parse_a1111
 from tests.images.conftest import call, jpeg_bytes, make_image, png_bytes, service, upload, webp_bytes
 
 CORE_METADATA = {

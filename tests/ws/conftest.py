@@ -21,6 +21,7 @@ from websockets.sync.client import ClientConnection
 from websockets.uri import parse_uri
 
 from server.app import build_app
+from server.cli import uvicorn_config
 from server.config import Settings
 from server.events import Event
 from server.ws.hub import EventHub
@@ -183,18 +184,13 @@ def generation_server(settings: Settings, tiny_model_files) -> Iterator[tuple[Li
 
 
 def start_server_with_heartbeat(settings: Settings) -> LiveServer:
-    """Like `start_live_server`, with uvicorn's keep-alive pings on, as `imagegraph serve` runs it."""
+    """Like `start_live_server`, with uvicorn configured exactly as `imagegraph serve` configures it (keep-alive
+    pings included)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     settings = Settings(**{**{f: getattr(settings, f) for f in settings.__struct_fields__}, "port": port})
-    config = uvicorn.Config(
-        build_app(settings),
-        log_level="warning",
-        ws_ping_interval=settings.ws_heartbeat_s,
-        ws_ping_timeout=settings.ws_heartbeat_s,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(settings, build_app(settings)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_until(lambda: server.started or not thread.is_alive(), what="server start")

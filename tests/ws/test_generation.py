@@ -18,8 +18,8 @@ from PIL import Image
 from websockets.sync.client import ClientConnection, connect
 
 from server.config import Settings
-from server.graph.standard import txt2img_graph
 from server.events import Event, GeneratorProgress, ProgressImage
+from server.graph.standard import txt2img_graph
 from tests.conftest import LiveServer, start_live_server
 from tests.ws.conftest import RawClient, free_port, hub_of, on_loop, receive, send, synced, wait_until
 
@@ -298,6 +298,48 @@ def test_generate_resumes_with_since_when_the_server_drops_it(generation_server,
     (path,) = [Path(line) for line in result.stdout.splitlines()]
     assert Image.open(path).size == (64, 64)
     assert "12/12" in result.stderr  # the bar saw the steps it missed while reconnecting
+    # It said what it was doing, on stderr only (stdout holds the paths).
+    assert "imagegraph: lost the connection to" in result.stderr and "reconnecting in" in result.stderr
+    assert "imagegraph: reconnected to" in result.stderr
+
+
+def test_generate_fills_the_bar_when_the_steps_come_from_the_cache(generation_server, tmp_path):
+    live, _, _ = generation_server
+    args = ("a fox", "--width", "64", "--height", "64", "--steps", "6", "--seed", "3", "--server", live.url)
+    first = imagegraph(*args, "--out", str(tmp_path / "first"))
+    assert first.returncode == 0, first.stderr
+    # Same settings again: the denoise output is reused, so no step is reported; the bar still ends full.
+    again = imagegraph(*args, "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    last = again.stderr.replace("\r", "\n").strip().splitlines()[-1]
+    assert "image 1/1 (seed 3): 100%" in last and "6/6" in last, again.stderr
+
+
+def test_generate_cancels_what_it_queued_when_it_gives_up(generation_server, tmp_path):
+    live, api, published = generation_server
+    command = [
+        sys.executable, "-m", "server", "generate", "a slow fox", "--width", "64", "--height", "64",
+        "--steps", "300", "--count", "3", "--seed", "5", "--server", live.url, "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+
+        def started() -> list[str]:
+            return [e.session_id for e in published.snapshot() if e.__struct_config__.tag == "session_started"]
+
+        wait_until(lambda: len(started()) >= 2, timeout=180, what="the second image to start")
+        # Someone cancels the second image (from the web page, say): generate gives up on the run.
+        assert api.delete(f"/sessions/{started()[1]}/invoke").status_code == 202
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1, stderr
+    assert "canceled" in stderr.splitlines()[-2] and "(session" in stderr.splitlines()[-2]
+    assert stderr.splitlines()[-1] == "imagegraph: canceled 1 queued session(s) on the server"
+    sessions = {s["id"]: s["status"] for s in api.get("/sessions/").json()["items"]}
+    assert sorted(sessions.values()) == ["canceled", "canceled", "completed"]
+    assert len(stdout.splitlines()) == 1  # the first image was written
 
 
 def test_model_changes_reach_every_client(live_server, tiny_model_files):

@@ -29,16 +29,31 @@ def test_the_example_graph_is_the_contract_graph():
     assert graph == txt2img_graph(model, "a lighthouse at dusk", seed=42, width=128, height=128, steps=8)
 
 
-def test_the_readme_example_generates_an_image(generation_server, tmp_path):
-    live, _, _ = generation_server
+def run_example(code: str, live, folder: Path) -> subprocess.CompletedProcess[str]:
+    """The example as a reader copies it, pointed at the test server, run from a folder outside the repository."""
     port = live.url.rsplit(":", 1)[1]
-    code = scripting_example().replace('open("examples/txt2img.json")', f'open("{EXAMPLE_GRAPH}")')
     code = code.replace("127.0.0.1:9090", f"127.0.0.1:{port}")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=120, env=env
     )
+
+
+def test_the_readme_example_generates_an_image_from_any_folder(generation_server, tmp_path):
+    live, _, _ = generation_server
+    assert not (tmp_path / "examples").exists()
+    result = run_example(scripting_example(), live, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"step {step}/8" for step in range(1, 9)]
     (png,) = tmp_path.glob("*.png")
     assert Image.open(png).size == (128, 128)
+
+
+def test_the_readme_example_prints_the_servers_reason_when_refused(generation_server, tmp_path):
+    live, _, _ = generation_server
+    code = scripting_example()
+    assert '"width": 128' in code
+    result = run_example(code.replace('"width": 128', '"width": 100'), live, tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "POST /app/graph: 422 Invalid `width`: Expected `int` that's a multiple of 8"
+    assert not list(tmp_path.glob("*.png"))

@@ -54,6 +54,7 @@ class ImageResizeNode(_ImageOperation, tag="img_resize", kw_only=True):
     resample_mode: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "bicubic"
 
     def invoke(self, ctx: InvocationContext) -> ImageOutput:
+        assert self.image is not None
         image = ctx.open_image(self.image.image_name)
         return self._save(ctx, image.resize((self.width, self.height), resample=_RESAMPLE[self.resample_mode]))
 
@@ -70,6 +71,7 @@ class ImageCropNode(_ImageOperation, tag="img_crop", kw_only=True):
     def invoke(self, ctx: InvocationContext) -> ImageOutput:
         from PIL import Image
 
+        assert self.image is not None
         image = ctx.open_image(self.image.image_name)
         canvas = Image.new("RGBA", (self.width, self.height), (0, 0, 0, 0))
         canvas.paste(image, (-self.x, -self.y))
@@ -86,6 +88,7 @@ class ImagePasteNode(_ImageOperation, tag="img_paste", kw_only=True):
     y: Offset = 0
 
     def invoke(self, ctx: InvocationContext) -> ImageOutput:
+        assert self.base_image is not None and self.image is not None
         base = ctx.open_image(self.base_image.image_name).convert("RGBA")
         image = ctx.open_image(self.image.image_name).convert("RGBA")
         mask = ctx.open_image(self.mask.image_name).convert("L") if self.mask is not None else None
@@ -104,6 +107,7 @@ class ImageBlurNode(_ImageOperation, tag="img_blur", kw_only=True):
     def invoke(self, ctx: InvocationContext) -> ImageOutput:
         from PIL import ImageFilter
 
+        assert self.image is not None
         image = ctx.open_image(self.image.image_name)
         kind = ImageFilter.GaussianBlur if self.blur_type == "gaussian" else ImageFilter.BoxBlur
         return self._save(ctx, image.filter(kind(self.radius)))
@@ -116,5 +120,6 @@ class ImageConvertNode(_ImageOperation, tag="img_conv", kw_only=True):
     mode: Literal["L", "LA", "RGB", "RGBA", "1"] = "L"
 
     def invoke(self, ctx: InvocationContext) -> ImageOutput:
+        assert self.image is not None
         image = ctx.open_image(self.image.image_name)
         return self._save(ctx, image.convert(self.mode))

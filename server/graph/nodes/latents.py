@@ -153,7 +153,7 @@ class ImageToLatentsNode(Node, tag="i2l", kw_only=True):
     category = "latents"
 
     def invoke(self, ctx: InvocationContext) -> LatentsOutput:
-        assert self.vae is not None
+        assert self.vae is not None and self.image is not None
         image = ctx.open_image(self.image.image_name)
         if image.width < LATENT_SCALE or image.height < LATENT_SCALE:
             raise NodeError(f"image {self.image.image_name} is smaller than {LATENT_SCALE}×{LATENT_SCALE} pixels")
