@@ -29,10 +29,18 @@ class ServerProcess:
     """`python -m server serve --root <root>` on a free loopback port; its log goes to `log_path` (a file, not a
     pipe: a pipe nobody reads fills up and blocks the server)."""
 
-    def __init__(self, root: Path, log_path: Path, *, watch: bool = False, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        log_path: Path,
+        *,
+        watch: bool = False,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
         self.root = root
         self.log_path = log_path
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         environment = {

@@ -148,3 +148,39 @@ def test_a_stopped_server_releases_its_root(tmp_path):
         pass
     with ServerProcess(root, tmp_path / "b.log") as again:
         assert httpx.get(f"{again.url}/health").status_code == 200
+
+
+def test_generate_follows_its_images_through_a_server_restart(tmp_path, tiny_model_files):
+    """A restart loses the server's event history: the client catches up over REST and every image still gets
+    its bar and its file."""
+    root, log, out = tmp_path / "root", tmp_path / "server.log", tmp_path / "out"
+    server = ServerProcess(root, log)
+    port = server.port
+    try:
+        assert server.http.post(
+            "/api/v1/models/import", json={"location": str(tiny_model_files["diffusers"])}
+        ).is_success
+        env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEGRAPH_")}
+        command = [
+            sys.executable, "-m", "server", "generate", "a fox", "--width", "64", "--height", "64", "--steps", "40",
+            "--count", "3", "--seed", "9", "--server", server.url, "--out", str(out),
+        ]  # fmt: skip
+        client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        with connect(server.ws_url) as ws:
+            send(ws, type="subscribe", sessions="*")
+            synced(ws)
+            while not ((event := receive(ws, timeout=120))["type"] == "generator_progress" and event["step"] >= 5):
+                pass
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(timeout=60) == 0
+        server.http.close()
+        server = ServerProcess(root, log, port=port)
+        stdout, stderr = client.communicate(timeout=300)
+    finally:
+        server.stop()
+    assert client.returncode == 0, stderr
+    assert len(stdout.splitlines()) == 3
+    bars = stderr.replace("\r", "\n")
+    for index in (1, 2, 3):
+        assert f"image {index}/3 (seed {8 + index}): 100%" in bars, stderr
+    assert "reconnected to" in stderr
