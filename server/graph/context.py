@@ -16,10 +16,11 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from server.config import Settings
+    from server.graph.fields import LoraField
     from server.images.schema import ImageCategory, ImageDTO
     from server.images.service import ImageService
     from server.models.loader import ModelLoader
-    from server.models.schema import ModelIdentifier
+    from server.models.schema import ModelConfig, ModelIdentifier
 
 T = TypeVar("T")
 
@@ -73,8 +74,17 @@ class InvocationContext:
             raise NodeError(f"tensor {name!r} is not available in this session; wire the node that makes it") from None
 
     # models
-    def load_model(self, model: ModelIdentifier, submodel: str) -> Any:
+    def load_model(self, model: ModelIdentifier, submodel: str | None = None) -> Any:
+        """A part of a main model (`unet`, `text_encoder`...), or a whole model of another type."""
         return self.services.loader.load(model, submodel, session_id=self.session_id)
+
+    def load_loras(self, loras: list[LoraField]) -> list[tuple[Any, float]]:
+        """The LoRA files of a UNet or CLIP handle, read (or from the cache), with their weights."""
+        return [(self.load_model(lora.lora), lora.weight) for lora in loras]
+
+    def registered(self, model_type: str, base_model: str) -> list[ModelConfig]:
+        """The registered models of a type and base (the embeddings a prompt may name, say)."""
+        return self.services.loader.models.list_models([base_model], model_type)
 
     @property
     def device(self) -> Any:

@@ -31,21 +31,30 @@ class ConditioningField(msgspec.Struct):
     conditioning_name: str
 
 
-class UNetField(msgspec.Struct):
-    model: ModelIdentifier
+class LoraField(msgspec.Struct):
+    """A LoRA (or LyCORIS) model and the weight it is applied with."""
+
+    lora: ModelIdentifier
+    weight: float
 
 
-class ClipField(msgspec.Struct):
+class UNetField(msgspec.Struct, kw_only=True):
     model: ModelIdentifier
+    # Applied in order while the UNet runs; the base weights are never changed.
+    loras: list[LoraField] = []
+
+
+class ClipField(msgspec.Struct, kw_only=True):
+    model: ModelIdentifier
+    # Which text encoder of the model: the first (SD-1/2, SDXL's CLIP-L) or SDXL's second (OpenCLIP-G).
+    submodel: str = "text_encoder"
+    loras: list[LoraField] = []
+    # Layers skipped from the end (A1111's CLIP skip minus one: 1 uses the penultimate layer's output).
+    skipped_layers: int = 0
 
 
 class VaeField(msgspec.Struct):
     model: ModelIdentifier
-
-
-class LoraMetadata(msgspec.Struct):
-    lora: ModelIdentifier
-    weight: float
 
 
 class CoreMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -64,7 +73,7 @@ class CoreMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
     clip_skip: int | None = None
     model: ModelIdentifier | None = None
     controlnets: list[Any] | None = None
-    loras: list[LoraMetadata] | None = None
+    loras: list[LoraField] | None = None
     strength: float | None = None
     init_image: str | None = None
     vae: ModelIdentifier | None = None
@@ -81,5 +90,5 @@ TYPE_NAMES: dict[type, str] = {
     VaeField: "vae",
     ModelIdentifier: "model",
     CoreMetadata: "metadata",
-    LoraMetadata: "lora",
+    LoraField: "lora",
 }

@@ -44,6 +44,9 @@ class InputSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     choices: list[Any] | None = None
     nullable: bool = False
     description: str | None = None
+    # A model input: the type of model it takes (`main`, `lora`, `vae`...), and the bases, when only some fit.
+    model_type: str | None = None
+    base_models: list[str] | None = None
 
 
 class OutputSpec(msgspec.Struct):
@@ -76,6 +79,8 @@ class FieldInfo(msgspec.Struct, kw_only=True):
     input: InputKind
     nullable: bool
     choices: tuple[Any, ...] | None = None
+    model_type: str | None = None
+    base_models: tuple[str, ...] | None = None
 
 
 def type_name(t: mi.Type) -> str:
@@ -149,6 +154,8 @@ def input_fields(cls: type[Node]) -> dict[str, FieldInfo]:
             input=extra.get("input", "any"),
             nullable=nullable,
             choices=_choices(hints[field.name]),
+            model_type=extra.get("model_type"),
+            base_models=tuple(extra["base_models"]) if extra.get("base_models") else None,
         )
     return fields
 
@@ -207,6 +214,8 @@ def node_spec(cls: type[Node]) -> NodeSpec:
                 nullable=field.nullable,
                 description=schema.get("description"),
                 choices=list(field.choices) if field.choices else None,
+                model_type=field.model_type,
+                base_models=list(field.base_models) if field.base_models else None,
                 **_constraints(inner),
             )
         )

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor as PoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -35,6 +35,18 @@ log = logging.getLogger(__name__)
 Context = tuple[tuple[str, int], ...]
 # Input fields that never enter a cache key: they do not change what a node computes.
 _NOT_IN_KEY = ("id", "type", "use_cache")
+
+
+def _model_keys(value: Any) -> Iterator[str]:
+    """The `base/type/name` of every model identifier in a node's input values (handles carry them nested)."""
+    if isinstance(value, dict):
+        if {"model_name", "base_model", "model_type"} <= value.keys():
+            yield f"{value['base_model']}/{value['model_type']}/{value['model_name']}"
+        for item in value.values():
+            yield from _model_keys(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _model_keys(item)
 
 
 class SessionFailed(Exception):
@@ -193,6 +205,12 @@ class SessionRun:
         key = None
         if cls.cacheable:
             values = {name: value for name, value in msgspec.to_builtins(resolved).items() if name not in _NOT_IN_KEY}
+            # The files behind the models it uses: a model replaced on disk or unregistered is computed afresh.
+            keys = sorted(
+                {*_model_keys(values), *(m.key for m in resolved.referenced_models(self.services.loader.models))}
+            )
+            if keys:
+                values["__models__"] = {key: self.services.loader.models.version(key) for key in keys}
             key = cache_key(node_type(cls), values)
         hit = self.cache.get(key) if key is not None and node.use_cache else None
         if hit is not None:

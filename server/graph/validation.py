@@ -1,5 +1,5 @@
 """Checking a graph before it is stored: every node's values against its type, every edge against the types
-at both ends, required inputs, cycles; then the models and images it names.
+at both ends, required inputs, cycles. What it names (models, images) is checked by server/graph/references.py.
 
 Validation walks node by node and field by field and collects every problem, rather than decoding the
 whole graph with one msgspec union (which stops at the first error): a person fixing a graph sees all of
@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
-from server.graph.fields import ImageField
 from server.graph.graph import Edge, Graph, GraphInput
 from server.graph.nodes import Node
 from server.graph.nodes.primitives import CollectNode, IterateNode
 from server.graph.registry import NODE_TYPES, compatible, input_fields, output_fields
-from server.models.schema import ModelIdentifier
 
 Loc = tuple[str | int, ...]
 
@@ -37,44 +35,6 @@ class GraphInvalid(Exception):
 def validate_graph(data: GraphInput) -> Graph:
     """A typed Graph, or GraphInvalid listing every problem found."""
     return _Validator(data).run()
-
-
-class ModelLookup(Protocol):
-    async def ready(self) -> object: ...
-
-    def get(self, base_model: str, model_type: str, model_name: str) -> object:
-        """The registered model; KeyError when there is none."""
-        ...
-
-
-class ImageLookup(Protocol):
-    async def get_dto(self, image_name: str) -> object | None: ...
-
-
-async def missing_references(graph: Graph, models: ModelLookup, images: ImageLookup) -> list[Problem]:
-    """Models and images the graph names that do not exist: found now rather than halfway through a run."""
-    problems = []
-    await models.ready()
-    for node_id, node in graph.nodes.items():
-        if not node.names_references:
-            continue
-        for field in node.__struct_fields__:
-            value = getattr(node, field)
-            if isinstance(value, ModelIdentifier):
-                try:
-                    models.get(value.base_model, value.model_type, value.model_name)
-                except KeyError:
-                    problems.append(
-                        Problem(
-                            loc=("nodes", node_id, field),
-                            msg=f"model {value.key} is not registered; see GET /api/v1/models/",
-                        )
-                    )
-            elif isinstance(value, ImageField) and await images.get_dto(value.image_name) is None:
-                problems.append(
-                    Problem(loc=("nodes", node_id, field), msg=f"image {value.image_name!r} does not exist")
-                )
-    return problems
 
 
 class _Validator:

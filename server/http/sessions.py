@@ -11,9 +11,10 @@ from starlette.routing import Route
 
 from server.graph.executor import Executor, SessionConflict
 from server.graph.graph import Edge, GraphInput
+from server.graph.references import missing_references
 from server.graph.registry import AnyNode
 from server.graph.session import Session, SessionPage, SessionStore
-from server.graph.validation import GraphInvalid, Problem, missing_references, validate_graph
+from server.graph.validation import GraphInvalid, Problem, validate_graph
 from server.http.errors import ApiError, ErrorItem, not_found
 from server.http.io import Operation, decode_body, json_response, operation
 from server.http.state import services

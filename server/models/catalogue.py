@@ -158,6 +158,14 @@ class ModelCatalogue:
             key=lambda c: c.key,
         )
 
+    def version(self, key: str) -> str:
+        """What changes when a registered model's files do (or when it is unregistered): part of the key under
+        which node outputs computed with it are cached."""
+        config = self.registry.get(key)
+        if config is None:
+            return "unregistered"
+        return f"{config.path}:{fingerprint(str(self.absolute_path(config)))}"
+
     def absolute_path(self, config: ModelConfig) -> Path:
         return Path(self.registry.absolute(config.path))
 
@@ -196,6 +204,36 @@ class ModelCatalogue:
             embedded = diffusers_config_dir(path, self.cache_dir / "embedded-configs") if stamp else None
             self._config_dirs[key] = embedded or shipped.config_dir(config.base_model, self.cache_dir / "configs")
         return self._config_dirs[key]
+
+    def embedding_widths(self, config: ModelConfig) -> dict[str, int]:
+        """part -> width of a registered embedding's vectors, read from its header (nothing is loaded)."""
+        from server.models import embeddings, probe
+
+        path = self.absolute_path(config)
+        if path.is_dir():
+            path = next(
+                (path / n for n in ("learned_embeds.safetensors", "learned_embeds.bin") if (path / n).is_file()), path
+            )
+        try:
+            return embeddings.widths(probe.tensor_shapes(path))
+        except (probe.NotAModel, OSError):
+            return {}
+
+    def text_encoder_width(self, config: ModelConfig, part: str = "text_encoder") -> int | None:
+        """The hidden width of a main model's text encoder, from its config (nothing is loaded)."""
+        import json
+
+        folder = self.absolute_path(config) if config.model_format == "diffusers" else self.diffusers_config_dir(config)
+        try:
+            data = json.loads((Path(folder) / part / "config.json").read_text(encoding="utf-8")) if folder else {}
+        except (OSError, ValueError):
+            return None
+        width = data.get("hidden_size") if isinstance(data, dict) else None
+        return width if isinstance(width, int) else None
+
+    def shipped_config_dir(self, base: str) -> Path | None:
+        """The diffusers configs the server ships for `base` (components of checkpoints read on their own)."""
+        return shipped.config_dir(base, self.cache_dir / "configs")
 
     def ckpt_confs(self) -> list[str]:
         return shipped.legacy_configs()

@@ -17,9 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from server.config import Settings
 from server.events import Emit, ModelLoadCompleted, ModelLoadStarted
+from server.models.adapters import AdapterError, read_lora
 from server.models.devices import resolve_device
+from server.models.embeddings import EmbeddingError, read_embedding
 from server.models.libraries import quiet_ml_libraries
 from server.models.schema import ModelConfig, ModelIdentifier
+from server.models.weights import UnreadableWeights
 
 if TYPE_CHECKING:
     from server.models.catalogue import ModelCatalogue
@@ -66,10 +69,14 @@ class ModelLoader:
         with self._lock:
             return [(key[0], key[1]) for key in self._cache]
 
-    def load(self, model: ModelIdentifier, submodel: str, session_id: str | None = None) -> Any:
-        """The part, from the cache or from disk (announced by model_load_started/completed events)."""
-        if submodel not in SUBMODELS:
+    def load(self, model: ModelIdentifier, submodel: str | None = None, session_id: str | None = None) -> Any:
+        """The part of a main model, or a whole model of another type (its `submodel` is its type: `vae`, `lora`,
+        `embedding`...), from the cache or from disk (announced by model_load_started/completed events)."""
+        submodel = submodel or model.model_type
+        if model.model_type == "main" and submodel not in SUBMODELS:
             raise ModelLoadError(f"unknown submodel {submodel!r}; one of {', '.join(SUBMODELS)}")
+        if model.model_type != "main" and submodel != model.model_type:
+            raise ModelLoadError(f"{model.key} is a {model.model_type} model; it has no {submodel}")
         self.ensure_device()
         config = self._config(model)
         path = self._absolute_path(config)
@@ -82,7 +89,10 @@ class ModelLoader:
                 return entry.value
         self.emit(ModelLoadStarted(session_id=session_id, model=model, submodel=submodel))
         try:
-            if config.model_format == "diffusers":
+            if model.model_type != "main":
+                value = self._load_whole(config, path)
+                self._put(key, value)
+            elif config.model_format == "diffusers":
                 value = self._load_diffusers_part(config, path, submodel)
                 self._put(key, value)
             else:
@@ -92,6 +102,8 @@ class ModelLoader:
                 value = parts[submodel]
         except ModelLoadError:
             raise
+        except (AdapterError, EmbeddingError, UnreadableWeights) as exc:
+            raise ModelLoadError(str(exc)) from exc
         except Exception as exc:
             raise ModelLoadError(f"cannot load the {submodel} of model {model.key} from {path}: {exc}") from exc
         self.loads += 1
@@ -162,6 +174,29 @@ class ModelLoader:
         else:
             module = self._load_vae(config, path)
         return self._place(module)
+
+    def _load_whole(self, config: ModelConfig, path: Path) -> Any:
+        """A model that is not a main model, whole."""
+        if config.model_type == "lora":
+            return read_lora(path, config.key)
+        if config.model_type == "embedding":
+            return read_embedding(path, config.key)
+        if config.model_type == "vae":
+            return self._place(self._load_vae_model(config, path))
+        raise ModelLoadError(f"{config.key}: models of type {config.model_type} cannot be loaded here")
+
+    def _load_vae_model(self, config: ModelConfig, path: Path) -> Any:
+        """A registered VAE: a diffusers folder, or a single file read with the shipped config of its base."""
+        from diffusers import AutoencoderKL
+
+        if path.is_dir():
+            return AutoencoderKL.from_pretrained(path, local_files_only=True, torch_dtype=self.dtype)
+        config_dir = self.models.shipped_config_dir(config.base_model)
+        if config_dir is None:
+            raise ModelLoadError(f"the server has no VAE config for {config.base_model}, so {config.key} cannot load")
+        return AutoencoderKL.from_single_file(
+            str(path), config=str(config_dir), subfolder="vae", local_files_only=True, torch_dtype=self.dtype
+        )
 
     def _load_vae(self, config: ModelConfig, path: Path) -> Any:
         from diffusers import AutoencoderKL

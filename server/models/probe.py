@@ -102,6 +102,12 @@ def probe(
 # Single files
 
 
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of a single weights file, without reading the weights. NotAModel if unreadable."""
+    shapes, _, _ = _read_single_file(path)
+    return shapes
+
+
 def _read_single_file(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str], dict[str, Any]]:
     """Tensor name -> shape, string metadata, and other top-level values (e.g. `global_step`)."""
     if path.name.lower().endswith(".safetensors"):
@@ -200,10 +206,11 @@ def _classify_single_file(
             model_type="vae",
             model_format="checkpoint",
         )
-    embedding = _embedding_base(shapes)
-    if embedding is not None or (hint_type == "embedding" and len(shapes) <= 2):
+    if _is_embedding(shapes) or (hint_type == "embedding" and len(shapes) <= 2):
         return ProbeResult(
-            base_model=embedding or hint_base or "sd-1", model_type="embedding", model_format="embedding_file"
+            base_model=_embedding_base(shapes) or hint_base or "sd-1",
+            model_type="embedding",
+            model_format="embedding_file",
         )
     raise NotAModel(f"{path.name} is not a model we recognise (no UNet, VAE, LoRA, ControlNet or embedding tensors)")
 
@@ -294,7 +301,7 @@ def _controlnet_file(path: Path, shapes: dict[str, tuple[int, ...]], hint_base: 
     return ProbeResult(base_model=base, model_type="controlnet", model_format="checkpoint")
 
 
-_LORA_MARKERS = ("lora_down", "lora_up", "lora.down", "lora.up", "lora_A", "lora_B", "hada_w1_a", "lokr_w1")
+_LORA_MARKERS = ("lora_down", "lora_up", "lora.down", "lora.up", "lora_A", "lora_B", "hada_w", "lokr_w")
 
 
 def _is_lora(shapes: dict[str, tuple[int, ...]]) -> bool:
@@ -308,7 +315,9 @@ def _lora(path: Path, shapes: dict[str, tuple[int, ...]], hint_base: str | None,
         base = "sdxl"
     if base is None:
         for name in names:
-            if "attn2" in name and "to_k" in name and re.search(r"lora[_.](down|A)", name) and len(shapes[name]) == 2:
+            # The cross-attention key's input is the text width: a LoRA's down (A) matrix, a LoHa's w*_b factors.
+            down = re.search(r"lora[_.](down|A)|hada_w[12]_b$", name)
+            if "attn2" in name and "to_k" in name and down and len(shapes[name]) == 2:
                 base = _BASE_BY_CONTEXT.get(shapes[name][1])
                 break
     if base is None:
@@ -324,6 +333,19 @@ def _is_vae(shapes: dict[str, tuple[int, ...]]) -> bool:
         if f"{prefix}encoder.conv_in.weight" in shapes and f"{prefix}decoder.conv_in.weight" in shapes:
             return not any(k.startswith("model.diffusion_model.") for k in shapes)
     return False
+
+
+def _is_embedding(shapes: dict[str, tuple[int, ...]]) -> bool:
+    """A1111's `emb_params` / `string_to_param`, SDXL's `clip_l` + `clip_g`, or one vector or n × width tensor."""
+    if "clip_g" in shapes and "clip_l" in shapes:
+        return True
+    if "emb_params" in shapes or any(name.startswith("string_to_param.") for name in shapes):
+        return True
+    if len(shapes) != 1:
+        return False
+    # diffusers' learned_embeds: one tensor under the token it was trained for (`<cat-toy>`), or of a known width.
+    ((name, shape),) = shapes.items()
+    return len(shape) in (1, 2) and ((name.startswith("<") and name.endswith(">")) or shape[-1] in _BASE_BY_TEXT_WIDTH)
 
 
 def _embedding_base(shapes: dict[str, tuple[int, ...]]) -> str | None:

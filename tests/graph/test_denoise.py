@@ -10,7 +10,7 @@ from compel import Compel
 from diffusers import StableDiffusionPipeline
 
 from server.graph.denoise import decode_latents, denoise, encode_image, make_noise
-from server.graph.nodes.conditioning import encode_prompt
+from server.graph.prompts import encode_prompt
 from server.graph.schedulers import SCHEDULER_NAMES, make_scheduler
 
 PROMPT = "a lighthouse at dusk"

@@ -71,6 +71,25 @@ def test_sibling_yaml_is_the_checkpoint_config(tmp_path: Path) -> None:
         ),
         ({"lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": [4, 1024]}, "lora", "sd-2", "lycoris"),
         ({"lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": [4, 1280]}, "lora", "sdxl", "lycoris"),
+        # diffusers/PEFT keys, a LyCORIS LoHa: the cross-attention key's input width tells the base
+        (
+            {"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight": [4, 1024]},
+            "lora",
+            "sd-2",
+            "lycoris",
+        ),
+        (
+            {"lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.hada_w1_b": [4, 768]},
+            "lora",
+            "sd-1",
+            "lycoris",
+        ),
+        (
+            {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.hada_w2_b": [4, 2048]},
+            "lora",
+            "sdxl",
+            "lycoris",
+        ),
         ({"encoder.conv_in.weight": [8, 3, 3, 3], "decoder.conv_in.weight": [8, 4, 3, 3]}, "vae", "sd-1", "checkpoint"),
         ({"emb_params": [2, 768]}, "embedding", "sd-1", "embedding_file"),
         ({"emb_params": [2, 1024]}, "embedding", "sd-2", "embedding_file"),

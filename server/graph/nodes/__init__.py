@@ -1,6 +1,7 @@
 """Every node type, one module per family. The registry (server/graph/registry.py) builds the graph payload
 union and the `/api/v1/nodes/` catalogue from NODE_CLASSES."""
 
+from server.graph.nodes.adapters import ClipSkipNode, LoraLoaderNode, SDXLLoraLoaderNode, VaeLoaderNode
 from server.graph.nodes.base import Node, Output
 from server.graph.nodes.conditioning import CompelNode
 from server.graph.nodes.image import (
@@ -42,6 +43,10 @@ NODE_CLASSES: tuple[type[Node], ...] = (
     CollectNode,
     ImageNode,
     MainModelLoaderNode,
+    LoraLoaderNode,
+    SDXLLoraLoaderNode,
+    VaeLoaderNode,
+    ClipSkipNode,
     CompelNode,
     NoiseNode,
     DenoiseLatentsNode,

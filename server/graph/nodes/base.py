@@ -13,6 +13,7 @@ import msgspec
 
 if TYPE_CHECKING:
     from server.graph.context import InvocationContext
+    from server.models.schema import ModelIdentifier
 
 # Only an edge can supply this input (handles to models, tensors): a value in the graph is refused.
 WIRE = msgspec.Meta(extra={"input": "connection"}, extra_json_schema={"x-input": "connection"})
@@ -24,6 +25,18 @@ WIRE_REQUIRED = msgspec.Meta(
 REQUIRED = msgspec.Meta(extra={"required": True}, extra_json_schema={"x-required": True})
 # Only a value in the graph can set this input: no edge may point at it.
 DIRECT = msgspec.Meta(extra={"input": "direct"}, extra_json_schema={"x-input": "direct"})
+
+
+def model_input(model_type: str, *, bases: tuple[str, ...] = ()) -> msgspec.Meta:
+    """A model identifier, given as a value, that must name a registered model of `model_type` (and of one of
+    `bases`, when given): checked when a session is created, and shown to clients in the node catalogue."""
+    extra: dict[str, Any] = {"model_type": model_type, "input": "direct"}
+    schema: dict[str, Any] = {"x-model-type": model_type}
+    if bases:
+        extra["base_models"] = list(bases)
+        schema["x-base-models"] = list(bases)
+    return msgspec.Meta(extra=extra, extra_json_schema=schema)
+
 
 # InvokeAI's SEED_MAX: seeds are unsigned 32-bit, like its noise node.
 SEED_MAX = 2**32 - 1
@@ -49,6 +62,11 @@ class Node(msgspec.Struct, tag_field="type", kw_only=True):
 
     def invoke(self, ctx: InvocationContext) -> Output:
         raise NotImplementedError
+
+    def referenced_models(self, models: Any) -> list[ModelIdentifier]:
+        """Models the node uses that its inputs do not name (the embeddings a prompt mentions): their files
+        are part of its cache key, like those of the models its inputs name."""
+        return []
 
 
 def node_type(cls: type[Node]) -> str:

@@ -20,6 +20,7 @@ from server.graph.fields import (
 )
 from server.graph.nodes.base import REQUIRED, SEED_MAX, WIRE, WIRE_REQUIRED, Node, Output
 from server.graph.schedulers import SCHEDULER_NAMES, make_scheduler
+from server.models import adapters
 
 Scheduler = Literal["ddim", "ddpm", "euler", "euler_a", "heun", "lms", "pndm", "dpmpp_2m", "dpmpp_2m_k", "unipc"]
 assert Scheduler.__args__ == SCHEDULER_NAMES  # type: ignore[attr-defined]
@@ -93,7 +94,29 @@ class DenoiseLatentsNode(Node, tag="denoise_latents", kw_only=True):
         unet = ctx.load_model(self.unet.model, "unet")
         scheduler = make_scheduler(self.scheduler, ctx.load_model(self.unet.model, "scheduler"))
         seed = self.noise.seed if self.noise is not None and self.noise.seed is not None else 0
-        latents = denoise(
+        loras = ctx.load_loras(self.unet.loras)
+        sdxl = self.unet.model.base_model.startswith("sdxl")
+        try:
+            with adapters.active(unet, "unet", loras, sdxl=sdxl):
+                latents = self._denoise(ctx, unet, scheduler, positive, negative, noise, init, seed)
+        except adapters.AdapterError as exc:
+            raise NodeError(str(exc)) from None
+        name = ctx.put_tensor("latents", latents)
+        height, width = latents.shape[-2] * LATENT_SCALE, latents.shape[-1] * LATENT_SCALE
+        return LatentsOutput(latents=LatentsField(latents_name=name, seed=seed), width=width, height=height)
+
+    def _denoise(
+        self,
+        ctx: InvocationContext,
+        unet: Any,
+        scheduler: Any,
+        positive: Any,
+        negative: Any,
+        noise: Any,
+        init: Any,
+        seed: int,
+    ) -> Any:
+        return denoise(
             unet=unet,
             scheduler=scheduler,
             positive=positive,
@@ -107,9 +130,6 @@ class DenoiseLatentsNode(Node, tag="denoise_latents", kw_only=True):
             before_step=ctx.check_canceled,
             after_step=ctx.progress,
         )
-        name = ctx.put_tensor("latents", latents)
-        height, width = latents.shape[-2] * LATENT_SCALE, latents.shape[-1] * LATENT_SCALE
-        return LatentsOutput(latents=LatentsField(latents_name=name, seed=seed), width=width, height=height)
 
 
 class TextToLatentsNode(DenoiseLatentsNode, tag="t2l", kw_only=True):

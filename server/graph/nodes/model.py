@@ -7,7 +7,7 @@ from typing import Annotated
 
 from server.graph.context import InvocationContext, NodeError
 from server.graph.fields import ClipField, UNetField, VaeField
-from server.graph.nodes.base import DIRECT, Node, Output
+from server.graph.nodes.base import Node, Output, model_input
 from server.models.schema import ModelIdentifier
 
 
@@ -20,7 +20,7 @@ class ModelLoaderOutput(Output, tag="model_loader_output"):
 class MainModelLoaderNode(Node, tag="main_model_loader", kw_only=True):
     """A main (Stable Diffusion) model: UNet, CLIP text encoder and VAE handles."""
 
-    model: Annotated[ModelIdentifier, DIRECT]
+    model: Annotated[ModelIdentifier, model_input("main", bases=("sd-1", "sd-2"))]
     output = ModelLoaderOutput
     category = "models"
 
