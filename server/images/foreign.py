@@ -25,6 +25,8 @@ USER_COMMENT = 0x9286
 # One `key: value` pair of A1111's last line; values may be quoted JSON strings containing commas.
 _A1111_PAIR = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE = re.compile(r"^(\d+)\s*x\s*(\d+)$")
+# A1111's LoRA tag: `<lora:name>` or `<lora:name:weight>` (a second number, the text encoder's weight, is ignored).
+_A1111_LORA = re.compile(r"<lora:([^:<>]+)(?::([^:<>]+))?(?::[^<>]*)?>")
 
 
 class ForeignMetadata(msgspec.Struct, kw_only=True):
@@ -108,8 +110,35 @@ def parse_a1111(parameters: str) -> dict[str, Any]:
             extra[key] = value
     if extra:
         result["extra"] = extra
+    _put_a1111_loras(result, extra.get("Lora hashes", ""))
     result["parameters"] = parameters
     return result
+
+
+def _put_a1111_loras(result: dict[str, Any], hashes_text: str) -> None:
+    """`<lora:name:weight>` in the prompt (A1111's extra-network syntax) and its `Lora hashes` → `loras`, in
+    CoreMetadata's shape with the name only (the base is whatever registered LoRA has that name), and a prompt
+    without the tags, as A1111 conditions on it."""
+    hashes = dict(
+        (name.strip(), value.strip())
+        for name, _, value in (item.partition(":") for item in hashes_text.split(","))
+        if name.strip() and value.strip()
+    )
+    loras: list[dict[str, Any]] = []
+    for match in _A1111_LORA.finditer(result["positive_prompt"]):
+        weight = float(match.group(2)) if match.group(2) and _is_number(match.group(2)) else 1.0
+        loras.append({"lora": {"model_name": match.group(1).strip(), "model_type": "lora"}, "weight": weight})
+    named = {lora["lora"]["model_name"] for lora in loras}
+    loras += [
+        {"lora": {"model_name": name, "model_type": "lora"}, "weight": 1.0} for name in hashes if name not in named
+    ]
+    for lora in loras:
+        if lora["lora"]["model_name"] in hashes:
+            lora["hash"] = hashes[lora["lora"]["model_name"]]
+    if loras:
+        result["loras"] = loras
+        prompt = re.sub(r"[ \t]{2,}", " ", _A1111_LORA.sub("", result["positive_prompt"]))
+        result["positive_prompt"] = re.sub(r"[ \t]+,", ",", prompt).strip(" ,")
 
 
 def _put_a1111_field(result: dict[str, Any], key: str, value: str) -> bool:
@@ -127,6 +156,11 @@ def _put_a1111_field(result: dict[str, Any], key: str, value: str) -> bool:
         result["model"] = value
     elif key == "Model hash":
         result["model_hash"] = value
+    elif key == "Clip skip" and value.isdigit():
+        # A1111 counts the last layer as 1; ours counts the layers skipped.
+        result["clip_skip"] = max(0, int(value) - 1)
+    elif key == "VAE":
+        result["vae"] = value
     else:
         return False
     return True

@@ -183,6 +183,22 @@ def test_a1111_parameters_are_parsed():
     assert parse_a1111("just a prompt")["positive_prompt"] == "just a prompt"
 
 
+def test_a1111_loras_clip_skip_and_vae_map_onto_our_fields():
+    parsed = parse_a1111(
+        "a cat <lora:add_detail:0.8>, masterpiece <lora:style>\n"
+        "Negative prompt: blurry\n"
+        "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, Clip skip: 2, VAE: vae-ft-mse, "
+        'Lora hashes: "add_detail: 7c6bad76eb54, style: 0d1f3e2a"'
+    )
+    assert parsed["positive_prompt"] == "a cat, masterpiece"  # the tags are LoRAs, not words
+    assert parsed["loras"] == [
+        {"lora": {"model_name": "add_detail", "model_type": "lora"}, "weight": 0.8, "hash": "7c6bad76eb54"},
+        {"lora": {"model_name": "style", "model_type": "lora"}, "weight": 1.0, "hash": "0d1f3e2a"},
+    ]
+    assert parsed["clip_skip"] == 1 and parsed["vae"] == "vae-ft-mse"  # A1111's "Clip skip: 2" skips one layer
+    assert "<lora:add_detail:0.8>" in parsed["parameters"]
+
+
 def test_a1111_png_upload(client):
     dto = upload(client, png_bytes(text={"parameters": A1111_PARAMETERS})).json()
     metadata = client.get(f"/api/v1/images/{dto['image_name']}/metadata").json()["metadata"]
