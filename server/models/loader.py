@@ -1,7 +1,7 @@
 """Loads the parts of a main model for generation and keeps them in an LRU cache bounded in bytes.
 
-Parts (`unet`, `text_encoder`, `tokenizer`, `vae`, `scheduler`) are loaded on first use from the model
-manager's records: a diffusers folder part by part, a single-file checkpoint whole (one read of the file
+Parts (`unet`, `text_encoder`, `tokenizer`, SDXL's `text_encoder_2` and `tokenizer_2`, `vae`, `scheduler`)
+are loaded on first use from the model catalogue's records: a diffusers folder part by part, a single-file checkpoint whole (one read of the file
 gives every part; all of them go into the cache). Weights go to the executor's device and precision.
 Called from the executor's worker thread only: loading is torch work."""
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SUBMODELS = ("unet", "text_encoder", "tokenizer", "vae", "scheduler")
+SUBMODELS = ("unet", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "vae", "scheduler")
 # CLIP's context; some tokenizer configs leave model_max_length at "unlimited" (~1e30).
 CLIP_MAX_LENGTH = 77
 
@@ -154,16 +154,23 @@ class ModelLoader:
             return self._scheduler_config(
                 json.loads((path / "scheduler" / "scheduler_config.json").read_text()), config
             )
-        if submodel == "tokenizer":
+        if not (path / submodel).is_dir():
+            raise ModelLoadError(f"model {config.key} has no {submodel} (no {submodel}/ folder in {path})")
+        if submodel.startswith("tokenizer"):
             from transformers import CLIPTokenizer
 
-            tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
+            tokenizer = CLIPTokenizer.from_pretrained(path, subfolder=submodel, local_files_only=True)
             return _fix_tokenizer(tokenizer)
-        if submodel == "text_encoder":
-            from transformers import CLIPTextModel
+        if submodel.startswith("text_encoder"):
+            # SDXL's second encoder has the pooled projection the UNet's added embedding takes.
+            import transformers
 
-            module = CLIPTextModel.from_pretrained(
-                path, subfolder="text_encoder", local_files_only=True, torch_dtype=self.dtype
+            class_name = _class_name(path / submodel / "config.json", default="CLIPTextModel")
+            encoder_class = getattr(transformers, class_name, None)
+            if encoder_class is None or not class_name.startswith("CLIPTextModel"):
+                raise ModelLoadError(f"model {config.key}: its {submodel} is a {class_name}, not a CLIP text model")
+            module = encoder_class.from_pretrained(
+                path, subfolder=submodel, local_files_only=True, torch_dtype=self.dtype
             )
         elif submodel == "unet":
             from diffusers import UNet2DConditionModel
@@ -208,8 +215,27 @@ class ModelLoader:
                 vae_path = self.settings.root_path / vae_path
             if not vae_path.is_dir():
                 raise ModelLoadError(f"the VAE of model {config.model_name} must be a diffusers folder: {vae_path}")
-            return AutoencoderKL.from_pretrained(vae_path, local_files_only=True, torch_dtype=self.dtype)
-        return AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True, torch_dtype=self.dtype)
+            folder, subfolder = vae_path, None
+        else:
+            folder, subfolder = path, "vae"
+        vae_config = folder / (subfolder or "") / "config.json"
+        return AutoencoderKL.from_pretrained(
+            folder, subfolder=subfolder, local_files_only=True, torch_dtype=self.vae_dtype(vae_config)
+        )
+
+    def vae_dtype(self, vae_config: Path | dict[str, Any]) -> Any:
+        """The VAE's precision: the generation's, except an fp16 run of a VAE that says `force_upcast` (SDXL's,
+        which overflows to NaN, a black image, in fp16) stays in fp32 as diffusers' pipelines keep it."""
+        import torch
+
+        if self.dtype != torch.float16:
+            return self.dtype
+        if isinstance(vae_config, Path):
+            try:
+                vae_config = json.loads(vae_config.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                vae_config = {}
+        return torch.float32 if isinstance(vae_config, dict) and vae_config.get("force_upcast") else self.dtype
 
     def _load_checkpoint(self, config: ModelConfig, path: Path) -> dict[str, Any]:
         from server.models.single_file import load_pipeline_from_single_file
@@ -218,13 +244,16 @@ class ModelLoader:
         if config_dir is None:
             raise ModelLoadError(f"no diffusers configuration is known for checkpoint {path.name}")
         pipe: Any = load_pipeline_from_single_file(path, self.models.legacy_config_path(config), config_dir, self.dtype)
-        parts = {
-            "unet": self._place(pipe.unet),
-            "text_encoder": self._place(pipe.text_encoder),
-            "tokenizer": _fix_tokenizer(pipe.tokenizer),
-            "vae": self._place(self._load_vae(config, path) if config.vae else pipe.vae),
-            "scheduler": self._scheduler_config(dict(pipe.scheduler.config), config),
-        }
+        # Every part the pipeline has (SDXL's second text encoder and tokenizer; a refiner has no first one).
+        parts: dict[str, Any] = {"scheduler": self._scheduler_config(dict(pipe.scheduler.config), config)}
+        for name in ("unet", "text_encoder", "text_encoder_2"):
+            if getattr(pipe, name, None) is not None:
+                parts[name] = self._place(getattr(pipe, name))
+        for name in ("tokenizer", "tokenizer_2"):
+            if getattr(pipe, name, None) is not None:
+                parts[name] = _fix_tokenizer(getattr(pipe, name))
+        vae = self._load_vae(config, path) if config.vae else pipe.vae
+        parts["vae"] = self._place(vae.to(self.vae_dtype(dict(vae.config))))
         return parts
 
     @staticmethod
@@ -240,6 +269,17 @@ class ModelLoader:
         module.eval()
         module.requires_grad_(False)
         return module
+
+
+def _class_name(config_file: Path, default: str) -> str:
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+    architectures = data.get("architectures") if isinstance(data, dict) else None
+    if isinstance(architectures, list) and architectures and isinstance(architectures[0], str):
+        return architectures[0]
+    return default
 
 
 def _fix_tokenizer(tokenizer: Any) -> Any:

@@ -138,7 +138,11 @@ def _write_diffusers_folder(folder: Path, seed: int) -> tuple[Any, Any, Any]:
 
     vocab, merges = _bpe_vocab()
     folder.mkdir(parents=True)
-    (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2, sort_keys=True) + "\n")
+    # What `save_pretrained` writes, `_diffusers_version` included (diffusers' inpaint pipeline requires it).
+    import diffusers
+
+    index = {**MODEL_INDEX, "_diffusers_version": diffusers.__version__}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     write_tokenizer(folder / "tokenizer", vocab, merges, TOKENIZER_CONFIG)
 
     # fork_rng: seeding must not disturb the caller's global RNG (a test's or the server's).
