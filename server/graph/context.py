@@ -82,6 +82,14 @@ class InvocationContext:
         """The LoRA files of a UNet or CLIP handle, read (or from the cache), with their weights."""
         return [(self.load_model(lora.lora), lora.weight) for lora in loras]
 
+    def pipeline_config(self, model: ModelIdentifier) -> dict[str, Any]:
+        """The model's pipeline settings (`model_index.json`: `force_zeros_for_empty_prompt`...)."""
+        models = self.services.loader.models
+        try:
+            return models.pipeline_config(models.get(model.base_model, model.model_type, model.model_name))
+        except KeyError:
+            return {}
+
     def registered(self, model_type: str, base_model: str) -> list[ModelConfig]:
         """The registered models of a type and base (the embeddings a prompt may name, say)."""
         return self.services.loader.models.list_models([base_model], model_type)

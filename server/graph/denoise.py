@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 LATENT_CHANNELS = 4
@@ -29,6 +30,22 @@ def make_noise(seed: int, width: int, height: int, device: Any = "cpu") -> Any:
     return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
 
 
+@dataclass
+class TextConditioning:
+    """A prompt as the UNet takes it: SD-1/2 need only `embeds`; SDXL also the second encoder's pooled output
+    and the time ids (original size, crop, target size; the refiner: an aesthetic score instead of a size)."""
+
+    embeds: Any
+    pooled: Any | None = None
+    time_ids: tuple[float, ...] | None = None
+    # Encoded from an empty prompt: SDXL models that say `force_zeros_for_empty_prompt` then take zeros instead.
+    empty: bool = False
+
+
+def as_conditioning(value: Any) -> TextConditioning:
+    return value if isinstance(value, TextConditioning) else TextConditioning(embeds=value)
+
+
 def denoise(
     *,
     unet: Any,
@@ -41,18 +58,25 @@ def denoise(
     cfg_scale: float,
     strength: float,
     seed: int,
+    denoising_start: float = 0.0,
+    denoising_end: float = 1.0,
+    zeros_for_empty_negative: bool = False,
     before_step: Callable[[], None] | None = None,
     after_step: StepCallback | None = None,
 ) -> Any:
     """Text-to-image from `noise` (init_latents None), or image-to-image from `init_latents` skipping the first
-    (1 - strength) of the steps, with `noise` added at the first remaining step when given. Returns latents;
-    strength 0 returns `init_latents` untouched. `before_step` may raise to stop (cancel); `after_step(step,
-    total, latents)` reports progress."""
+    (1 - strength) of the steps, with `noise` added at the first remaining step when given. `denoising_start`
+    / `denoising_end` split one schedule between two runs as diffusers' SDXL pipelines do: the first stops at
+    `denoising_end` and returns noisy latents, the second starts at `denoising_start` from them, adding noise
+    only if `noise` is given. Returns latents; nothing to do returns `init_latents` untouched. `before_step` may
+    raise to stop (cancel); `after_step(step, total, latents)` reports progress."""
     import torch
 
     device, dtype = unet.device, unet.dtype
+    positive, negative = as_conditioning(positive), as_conditioning(negative)
     scheduler.set_timesteps(steps, device=device)
     timesteps = scheduler.timesteps
+    train_steps = scheduler.config.num_train_timesteps
     generator = torch.Generator("cpu").manual_seed(seed)
     if init_latents is None:
         if noise is None:
@@ -62,16 +86,26 @@ def denoise(
         torch.randn(noise.shape, generator=generator, dtype=torch.float32)
         latents = noise.to(device, dtype) * scheduler.init_noise_sigma
     else:
-        order = scheduler.order
-        t_start = steps - min(int(steps * strength), steps)
-        timesteps = timesteps[t_start * order :]
+        if denoising_start > 0:
+            # StableDiffusionXLImg2ImgPipeline.get_timesteps with denoising_start.
+            cutoff = round(train_steps - denoising_start * train_steps)
+            count = int((timesteps < cutoff).sum().item())
+            if scheduler.order == 2 and count % 2 == 0:
+                count += 1  # never stop between a second-order step's two evaluations
+            t_start = len(timesteps) - count
+        else:
+            t_start = (steps - min(int(steps * strength), steps)) * scheduler.order
+        timesteps = timesteps[t_start:]
         if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(t_start * order)
+            scheduler.set_begin_index(t_start)
         if len(timesteps) == 0:
             return init_latents
         latents = init_latents.to(device, dtype)
         if noise is not None:
             latents = scheduler.add_noise(latents, noise.to(device, dtype), timesteps[:1])
+    if denoising_end < 1:
+        cutoff = round(train_steps - denoising_end * train_steps)
+        timesteps = timesteps[: len([t for t in timesteps if t >= cutoff])]
 
     step_parameters = inspect.signature(scheduler.step).parameters
     step_kwargs: dict[str, Any] = {}
@@ -80,8 +114,7 @@ def denoise(
     if "generator" in step_parameters:
         step_kwargs["generator"] = generator
     guided = cfg_scale > 1.0  # the pipeline's rule: no unconditional pass at cfg ≤ 1
-    positive = positive.to(device, dtype)
-    context = torch.cat([negative.to(device, dtype), positive]) if guided else positive
+    context, added = _unet_conditioning(positive, negative, guided, zeros_for_empty_negative, device, dtype)
     total = len(timesteps)
     with torch.inference_mode():
         for index, timestep in enumerate(timesteps):
@@ -89,7 +122,9 @@ def denoise(
                 before_step()
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = scheduler.scale_model_input(model_input, timestep)
-            noise_pred = unet(model_input, timestep, encoder_hidden_states=context, return_dict=False)[0]
+            noise_pred = unet(
+                model_input, timestep, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False
+            )[0]
             if guided:
                 uncond, text = noise_pred.chunk(2)
                 noise_pred = uncond + cfg_scale * (text - uncond)
@@ -97,6 +132,32 @@ def denoise(
             if after_step is not None:
                 after_step(index + 1, total, latents)
     return latents
+
+
+def _unet_conditioning(
+    positive: TextConditioning, negative: TextConditioning, guided: bool, zeros: bool, device: Any, dtype: Any
+) -> tuple[Any, dict[str, Any] | None]:
+    """The UNet's `encoder_hidden_states` and (SDXL) `added_cond_kwargs`, negative first when guided."""
+    import torch
+
+    if positive.embeds.shape[-1] != negative.embeds.shape[-1] or (positive.pooled is None) != (negative.pooled is None):
+        raise ValueError("the positive and negative conditioning come from different text encoders")
+    negative_embeds, negative_pooled = negative.embeds, negative.pooled
+    if zeros and negative.empty:
+        # StableDiffusionXLPipeline with no negative prompt: zeros, when the model's config says so.
+        negative_embeds = torch.zeros_like(positive.embeds)
+        negative_pooled = torch.zeros_like(positive.pooled) if positive.pooled is not None else None
+    positive_embeds = positive.embeds.to(device, dtype)
+    context = torch.cat([negative_embeds.to(device, dtype), positive_embeds]) if guided else positive_embeds
+    if positive.pooled is None:
+        return context, None
+    assert negative_pooled is not None and positive.time_ids is not None and negative.time_ids is not None
+    pooled = positive.pooled.to(device, dtype)
+    time_ids = torch.tensor([positive.time_ids], dtype=dtype, device=device)
+    if guided:
+        pooled = torch.cat([negative_pooled.to(device, dtype), pooled])
+        time_ids = torch.cat([torch.tensor([negative.time_ids], dtype=dtype, device=device), time_ids])
+    return context, {"text_embeds": pooled, "time_ids": time_ids}
 
 
 def decode_latents(vae: Any, latents: Any) -> Any:

@@ -77,6 +77,14 @@ class CoreMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
     strength: float | None = None
     init_image: str | None = None
     vae: ModelIdentifier | None = None
+    # SDXL's refiner, where one took over the schedule (InvokeAI's names).
+    refiner_model: ModelIdentifier | None = None
+    refiner_start: float | None = None
+    refiner_steps: int | None = None
+    refiner_cfg_scale: float | None = None
+    refiner_scheduler: str | None = None
+    refiner_positive_aesthetic_score: float | None = None
+    refiner_negative_aesthetic_score: float | None = None
 
 
 # The name each value type has in the node catalogue and in edge type checks.

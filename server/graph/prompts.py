@@ -110,3 +110,38 @@ def plain_embeddings(prompt: str, tokenizer: Any, text_encoder: Any) -> Any:
     if getattr(text_encoder.config, "use_attention_mask", False):
         mask = tokens.attention_mask.to(text_encoder.device)
     return text_encoder(tokens.input_ids.to(text_encoder.device), attention_mask=mask)[0]
+
+
+def encode_sdxl_part(prompt: str, tokenizer: Any, text_encoder: Any, skipped: int, *, pooled: bool) -> tuple[Any, Any]:
+    """One SDXL text encoder's contribution: the penultimate layer's hidden states (not normalised), as
+    StableDiffusionXLPipeline.encode_prompt takes them, and (the second encoder) its pooled, projected output.
+    Skipped layers move the hidden states earlier; the pooled output always comes from the whole encoder."""
+    import torch
+
+    with torch.inference_mode():
+        if _COMPEL_SYNTAX.search(prompt) is None:
+            tokens = tokenizer(
+                prompt,
+                padding="max_length",
+                max_length=tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids.to(text_encoder.device)
+            output = text_encoder(tokens, output_hidden_states=True)
+            return output.hidden_states[-(skipped + 2)], (output[0] if pooled else None)
+        from compel import Compel, ReturnedEmbeddingsType
+
+        compel = Compel(
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            truncate_long_prompts=True,
+            returned_embeddings_type=ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED,
+            requires_pooled=pooled,
+        )
+        with skipped_layers(text_encoder, skipped):
+            result = compel(prompt)
+        if not pooled:
+            return result, None
+        # compel's pooled output is that of the encoder as it ran; with layers skipped, ask the whole one.
+        whole = compel(prompt)[1] if skipped else result[1]
+        return result[0], whole

@@ -12,7 +12,8 @@ from starlette.routing import Route
 from server import __version__
 from server.graph.graph import Graph
 from server.graph.schedulers import SCHEDULER_NAMES
-from server.graph.standard import GenerationSettings, build_graph
+from server.graph.standard import GenerationSettings, SettingsProblem, build_graph
+from server.http.errors import ApiError, ErrorItem
 from server.http.io import json_response, operation
 from server.http.state import services
 
@@ -95,7 +96,10 @@ async def app_config(request: Request) -> Response:
     responses={200: Graph, 422: None},
 )
 async def standard_graph(request: Request, *, body: GenerationSettings) -> Response:
-    return json_response(build_graph(body))
+    try:
+        return json_response(build_graph(body))
+    except SettingsProblem as exc:
+        raise ApiError(422, str(exc), [ErrorItem(loc=["body", exc.field], msg=str(exc))]) from None
 
 
 # Paths below /api/v1 (every resource module lists its routes relative to that mount).

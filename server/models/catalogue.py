@@ -205,6 +205,17 @@ class ModelCatalogue:
             self._config_dirs[key] = embedded or shipped.config_dir(config.base_model, self.cache_dir / "configs")
         return self._config_dirs[key]
 
+    def pipeline_config(self, config: ModelConfig) -> dict[str, Any]:
+        """A main model's `model_index.json` (for a checkpoint, that of its config folder); {} when unreadable."""
+        import json
+
+        folder = self.absolute_path(config) if config.model_format == "diffusers" else self.diffusers_config_dir(config)
+        try:
+            data = json.loads((Path(folder) / "model_index.json").read_text(encoding="utf-8")) if folder else {}
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
     def embedding_widths(self, config: ModelConfig) -> dict[str, int]:
         """part -> width of a registered embedding's vectors, read from its header (nothing is loaded)."""
         from server.models import embeddings, probe

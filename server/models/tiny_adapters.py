@@ -20,13 +20,19 @@ _UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 _TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
-def _tiny_modules() -> tuple[Any, Any]:
-    """The tiny SD-1 UNet and text encoder (random weights; only their layer names and sizes are used)."""
+def _tiny_modules(base: str = "sd-1") -> dict[str, Any]:
+    """The tiny model's UNet and text encoder(s) of `base` (random weights; only layer names and sizes are
+    used), by the part name a LoRA file gives them."""
     import tempfile
 
     from server.models.tiny import write_tiny_model
 
     quiet_ml_libraries()
+    if base == "sdxl":
+        from server.models.tiny_sdxl import build_pipeline
+
+        pipe = build_pipeline("sdxl")
+        return {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -34,7 +40,17 @@ def _tiny_modules() -> tuple[Any, Any]:
         folder = write_tiny_model(Path(tmp) / "tiny")
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
         text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
-    return unet, text_encoder
+    return {"unet": unet, "text_encoder": text_encoder}
+
+
+# How kohya-style files prefix each part's layers (SD-1: `lora_te_`; SDXL: `lora_te1_`, `lora_te2_`).
+_KOHYA_PREFIX = {
+    ("sd-1", "unet"): "lora_unet_",
+    ("sd-1", "text_encoder"): "lora_te_text_model_",
+    ("sdxl", "unet"): "lora_unet_",
+    ("sdxl", "text_encoder"): "lora_te1_text_model_",
+    ("sdxl", "text_encoder_2"): "lora_te2_text_model_",
+}
 
 
 def _targets(model: Any, suffixes: tuple[str, ...]) -> list[tuple[str, Any]]:
@@ -42,23 +58,32 @@ def _targets(model: Any, suffixes: tuple[str, ...]) -> list[tuple[str, Any]]:
 
 
 def write_tiny_lora(
-    out: Path, fmt: LoraFormat = "kohya", *, seed: int = 0, rank: int = 4, scale: float = 0.3, text_encoder: bool = True
+    out: Path,
+    fmt: LoraFormat = "kohya",
+    *,
+    base: str = "sd-1",
+    seed: int = 0,
+    rank: int = 4,
+    scale: float = 0.3,
+    text_encoder: bool = True,
 ) -> Path:
-    """A LoRA for every attention projection of the tiny UNet (and text encoder), as one `.safetensors` file
-    (`peft`: a diffusers LoRA folder holding `pytorch_lora_weights.safetensors`)."""
+    """A LoRA for every attention projection of the tiny UNet (and text encoders) of `base` (sd-1 or sdxl), as
+    one `.safetensors` file (`peft`: a diffusers LoRA folder holding `pytorch_lora_weights.safetensors`)."""
     import torch
     from safetensors.torch import save_file
 
-    unet, encoder = _tiny_modules()
+    modules = _tiny_modules(base)
     generator = torch.Generator().manual_seed(seed)
 
     def random(*shape: int) -> Any:
         return torch.randn(*shape, generator=generator) * scale
 
     tensors: dict[str, Any] = {}
-    parts = [("unet", "lora_unet_", unet, _UNET_TARGETS)]
-    if text_encoder:
-        parts.append(("text_encoder", "lora_te_text_model_", encoder, _TEXT_TARGETS))
+    parts = [
+        (part, _KOHYA_PREFIX[(base, part)], model, _UNET_TARGETS if part == "unet" else _TEXT_TARGETS)
+        for part, model in modules.items()
+        if text_encoder or part == "unet"
+    ]
     for part, kohya_prefix, model, suffixes in parts:
         for name, module in _targets(model, suffixes):
             n_in, n_out = module.in_features, module.out_features
@@ -66,7 +91,8 @@ def write_tiny_lora(
                 tensors[f"{part}.{name}.lora_A.weight"] = random(rank, n_in)
                 tensors[f"{part}.{name}.lora_B.weight"] = random(n_out, rank)
                 continue
-            key = kohya_prefix + name.replace(".", "_")
+            # kohya names text-encoder layers from `text_model`, whether or not the module has that level.
+            key = kohya_prefix + name.removeprefix("text_model.").replace(".", "_")
             if fmt == "kohya":
                 tensors[f"{key}.lora_down.weight"] = random(rank, n_in)
                 tensors[f"{key}.lora_up.weight"] = random(n_out, rank)
@@ -93,17 +119,27 @@ def write_tiny_lora(
 
 
 def write_tiny_embedding(
-    out: Path, fmt: EmbeddingFormat = "safetensors", *, vectors: int = 2, width: int = 32, seed: int = 0
+    out: Path,
+    fmt: EmbeddingFormat = "safetensors",
+    *,
+    vectors: int = 2,
+    width: int = 32,
+    seed: int = 0,
+    sdxl: bool = False,
 ) -> Path:
     """A textual-inversion embedding of `vectors` vectors for the tiny text encoder (width 32): A1111's
-    `.safetensors` (`emb_params`) or `.pt` (`string_to_param`), or a diffusers `learned_embeds` folder."""
+    `.safetensors` (`emb_params`; with `sdxl`, SDXL's `clip_l` and `clip_g`) or `.pt` (`string_to_param`), or a
+    diffusers `learned_embeds` folder."""
     import torch
     from safetensors.torch import save_file
 
-    values = torch.randn(vectors, width, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randn(vectors, width, generator=generator)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "safetensors":
+    if sdxl:
+        save_file({"clip_l": values, "clip_g": torch.randn(vectors, width, generator=generator)}, str(out))
+    elif fmt == "safetensors":
         save_file({"emb_params": values}, str(out))
     elif fmt == "pt":
         torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": values}, "name": out.stem, "step": 1}, out)

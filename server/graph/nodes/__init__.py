@@ -31,6 +31,12 @@ from server.graph.nodes.primitives import (
     RangeNode,
     StringNode,
 )
+from server.graph.nodes.sdxl import (
+    SDXLCompelPromptNode,
+    SDXLModelLoaderNode,
+    SDXLRefinerCompelPromptNode,
+    SDXLRefinerModelLoaderNode,
+)
 
 NODE_CLASSES: tuple[type[Node], ...] = (
     IntegerNode,
@@ -48,6 +54,10 @@ NODE_CLASSES: tuple[type[Node], ...] = (
     VaeLoaderNode,
     ClipSkipNode,
     CompelNode,
+    SDXLModelLoaderNode,
+    SDXLRefinerModelLoaderNode,
+    SDXLCompelPromptNode,
+    SDXLRefinerCompelPromptNode,
     NoiseNode,
     DenoiseLatentsNode,
     TextToLatentsNode,

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from server.graph.context import InvocationContext, NodeError
-from server.graph.denoise import LATENT_SCALE, decode_latents, denoise, encode_image, make_noise
+from server.graph.denoise import LATENT_SCALE, as_conditioning, decode_latents, denoise, encode_image, make_noise
 from server.graph.fields import (
     BoardField,
     ConditioningField,
@@ -63,9 +63,15 @@ class NoiseNode(Node, tag="noise", kw_only=True):
         return NoiseOutput(noise=LatentsField(latents_name=name, seed=self.seed), width=self.width, height=self.height)
 
 
+Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+
 class DenoiseLatentsNode(Node, tag="denoise_latents", kw_only=True):
-    """The diffusion loop: text-to-image from `noise`, or image-to-image from `latents` with `strength`
-    (0 keeps the latents, 1 replaces them entirely). Reports every step, with a preview, and stops on cancel."""
+    """The diffusion loop, for SD-1, SD-2 (epsilon and v-prediction) and SDXL UNets: text-to-image from
+    `noise`, or image-to-image from `latents` with `strength` (0 keeps the latents, 1 replaces them entirely).
+    `denoising_end` < 1 stops part-way and hands on noisy latents; `denoising_start` > 0 continues such latents
+    (an SDXL base/refiner split; noise is added only if wired). Reports every step, with a preview, and stops
+    on cancel."""
 
     positive_conditioning: Annotated[ConditioningField | None, WIRE_REQUIRED] = None
     negative_conditioning: Annotated[ConditioningField | None, WIRE_REQUIRED] = None
@@ -75,7 +81,9 @@ class DenoiseLatentsNode(Node, tag="denoise_latents", kw_only=True):
     steps: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
     cfg_scale: Annotated[float, msgspec.Meta(ge=0, le=200)] = 7.5
     scheduler: Scheduler = "euler"
-    strength: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
+    strength: Fraction = 1.0
+    denoising_start: Fraction = 0.0
+    denoising_end: Fraction = 1.0
     output = LatentsOutput
     category = "latents"
 
@@ -87,11 +95,28 @@ class DenoiseLatentsNode(Node, tag="denoise_latents", kw_only=True):
         init = ctx.get_tensor(self.latents.latents_name) if self.latents is not None else None
         if noise is not None and init is not None and noise.shape != init.shape:
             raise NodeError(f"`noise` is {_size(noise)} but `latents` are {_size(init)}; make them the same size")
-        positive = ctx.get_tensor(self.positive_conditioning.conditioning_name)
-        negative = ctx.get_tensor(self.negative_conditioning.conditioning_name)
-        if positive.shape != negative.shape:
+        if self.denoising_start >= self.denoising_end:
+            raise NodeError(
+                f"`denoising_start` ({self.denoising_start}) must be below `denoising_end` ({self.denoising_end})"
+            )
+        if self.denoising_start > 0 and (init is None or self.strength < 1):
+            raise NodeError("`denoising_start` continues `latents`: wire them, and leave `strength` at 1")
+        positive = as_conditioning(ctx.get_tensor(self.positive_conditioning.conditioning_name))
+        negative = as_conditioning(ctx.get_tensor(self.negative_conditioning.conditioning_name))
+        if positive.embeds.shape[1:] != negative.embeds.shape[1:] or (positive.pooled is None) != (
+            negative.pooled is None
+        ):
             raise NodeError("the positive and negative conditioning come from different text encoders")
         unet = ctx.load_model(self.unet.model, "unet")
+        expected = unet.config.cross_attention_dim
+        if positive.embeds.shape[-1] != expected or (positive.pooled is None) == (
+            unet.config.addition_embed_type == "text_time"
+        ):
+            raise NodeError(
+                f"the conditioning ({positive.embeds.shape[-1]} wide) is not for this UNet ({expected} wide"
+                f"{', SDXL' if unet.config.addition_embed_type == 'text_time' else ''}): encode the prompts with the "
+                "text encoders of the same model"
+            )
         scheduler = make_scheduler(self.scheduler, ctx.load_model(self.unet.model, "scheduler"))
         seed = self.noise.seed if self.noise is not None and self.noise.seed is not None else 0
         loras = ctx.load_loras(self.unet.loras)
@@ -116,6 +141,7 @@ class DenoiseLatentsNode(Node, tag="denoise_latents", kw_only=True):
         init: Any,
         seed: int,
     ) -> Any:
+        assert self.unet is not None
         return denoise(
             unet=unet,
             scheduler=scheduler,
@@ -127,6 +153,9 @@ class DenoiseLatentsNode(Node, tag="denoise_latents", kw_only=True):
             cfg_scale=self.cfg_scale,
             strength=self.strength,
             seed=seed,
+            denoising_start=self.denoising_start,
+            denoising_end=self.denoising_end,
+            zeros_for_empty_negative=bool(ctx.pipeline_config(self.unet.model).get("force_zeros_for_empty_prompt")),
             before_step=ctx.check_canceled,
             after_step=ctx.progress,
         )
