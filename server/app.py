@@ -21,6 +21,7 @@ from server.config import Settings
 from server.db import Database
 from server.graph.executor import Executor
 from server.graph.session import SessionStore
+from server.graph.workflows import WorkflowStore
 from server.http import app as app_routes
 from server.http import boards as board_routes
 from server.http import images as image_routes
@@ -28,6 +29,7 @@ from server.http import models as model_routes
 from server.http import nodes as node_routes
 from server.http import queue as queue_routes
 from server.http import sessions as session_routes
+from server.http import workflows as workflow_routes
 from server.http.errors import EXCEPTION_HANDLERS
 from server.http.io import json_response
 from server.http.openapi import build_openapi
@@ -56,6 +58,7 @@ def api_routes() -> list[BaseRoute]:
         *session_routes.routes,
         *node_routes.routes,
         *queue_routes.routes,
+        *workflow_routes.routes,
     ]
 
 
@@ -89,7 +92,8 @@ def build_app(settings: Settings) -> Starlette:
         # If a service fails to start, the ones already started are stopped again, in reverse order.
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(db.close)
-            svc.images = ImageService(settings, db, hub)
+            svc.workflows = WorkflowStore(db)
+            svc.images = ImageService(settings, db, hub, workflows=svc.workflows)
             await svc.images.start()
             stack.push_async_callback(svc.images.stop)
             # Reads models.yaml and starts the watcher; the first sync runs in the background.

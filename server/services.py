@@ -14,6 +14,7 @@ from server.ws.hub import EventHub
 if TYPE_CHECKING:
     from server.graph.executor import Executor
     from server.graph.session import SessionStore
+    from server.graph.workflows import WorkflowStore
     from server.images.service import ImageService
     from server.models.manager import ModelManager
 
@@ -27,6 +28,7 @@ class Services:
     models: ModelManager = None  # type: ignore[assignment]
     executor: Executor = None  # type: ignore[assignment]
     sessions: SessionStore = None  # type: ignore[assignment]
+    workflows: WorkflowStore = None  # type: ignore[assignment]
 
 
 def services(connection: HTTPConnection) -> Services:

@@ -26,6 +26,8 @@ class Session(msgspec.Struct, kw_only=True):
     results: dict[str, AnyOutput] = {}  # type: ignore[valid-type]
     # node id -> what went wrong; a failure not tied to a node (a crash) is under the node that was running.
     errors: dict[str, str] = {}
+    # The saved workflow the graph came from (POST /sessions/?workflow_id=): its images carry its name and layout.
+    workflow_id: str | None = None
     created_at: str
     updated_at: str
 
@@ -46,9 +48,9 @@ class SessionStore:
         self._encoder = msgspec.json.Encoder()
 
     @staticmethod
-    def new(graph: Graph) -> Session:
+    def new(graph: Graph, workflow_id: str | None = None) -> Session:
         now = utc_now()
-        return Session(id=str(uuid.uuid4()), graph=graph, created_at=now, updated_at=now)
+        return Session(id=str(uuid.uuid4()), graph=graph, workflow_id=workflow_id, created_at=now, updated_at=now)
 
     async def save(self, session: Session) -> None:
         session.updated_at = utc_now()

@@ -27,6 +27,11 @@ class PageQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50
 
 
+class CreateQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # The saved workflow the graph comes from: each image the session saves carries its name and layout.
+    workflow_id: str | None = None
+
+
 class InvokeQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # false: run only the next node (with all its iterations); the session stays `pending` until the last.
     all: bool = True
@@ -64,6 +69,17 @@ def _invalid(problems: list[Problem]) -> ApiError:
     return ApiError(422, f"The graph is invalid: {problems[0].msg}" + (more if len(problems) > 1 else ""), errors)
 
 
+async def graph_problems(svc: Services, data: GraphInput) -> tuple[Graph | None, list[Problem]]:
+    """The graph checked as every route that takes one checks it: its shape, types, edges and cycles, then the
+    models and images it names. (graph, []) when it is fine, (None, problems) otherwise."""
+    try:
+        graph = validate_graph(data)
+    except GraphInvalid as exc:
+        return None, exc.problems
+    problems = await _missing_references(svc, graph)
+    return (None, problems) if problems else (graph, [])
+
+
 async def _missing_references(svc: Services, graph: Graph) -> list[Problem]:
     """Models and images the graph names that do not exist: found now rather than halfway through a run."""
     problems = []
@@ -95,18 +111,24 @@ async def _missing_references(svc: Services, graph: Graph) -> list[Problem]:
 
 
 @_documents_body(NewGraph)
-@operation("Create a session from a graph (validated)", tags=TAGS, responses={201: Session, 422: None})
-async def create_session(request: Request) -> Response:
+@operation(
+    "Create a session from a graph (validated); `workflow_id` names the saved workflow it comes from",
+    tags=TAGS,
+    query=CreateQuery,
+    responses={201: Session, 422: None},
+)
+async def create_session(request: Request, query: CreateQuery) -> Response:
     data = await decode_body(request, GraphInput)
-    try:
-        graph = validate_graph(data)
-    except GraphInvalid as exc:
-        raise _invalid(exc.problems) from None
     svc = services(request)
-    problems = await _missing_references(svc, graph)
-    if problems:
+    graph, problems = await graph_problems(svc, data)
+    if query.workflow_id is not None and not await svc.workflows.exists(query.workflow_id):
+        msg = f"there is no saved workflow {query.workflow_id[:80]!r}; GET /api/v1/workflows/ lists them"
+        error = _invalid(problems) if problems else ApiError(422, f"`workflow_id`: {msg}")
+        error.errors.append(ErrorItem(loc=["query", "workflow_id"], msg=msg))
+        raise error
+    if graph is None:
         raise _invalid(problems)
-    session = SessionStore.new(graph)
+    session = SessionStore.new(graph, workflow_id=query.workflow_id)
     await svc.sessions.save(session)
     return json_response(session, 201, headers={"Location": f"/api/v1/sessions/{session.id}"})
 

@@ -54,6 +54,15 @@ class _SessionRow(msgspec.Struct):
     id: str = ""
 
 
+class _SessionWorkflow(msgspec.Struct):
+    """The one field of a stored session that says which saved workflow it came from."""
+
+    workflow_id: str | None = None
+
+
+_session_workflow = msgspec.json.Decoder(_SessionWorkflow)
+
+
 class ReconcileReport(msgspec.Struct, kw_only=True):
     files_removed: list[str] = []
     records_removed: list[str] = []
@@ -62,10 +71,12 @@ class ReconcileReport(msgspec.Struct, kw_only=True):
 
 
 class ImageService:
-    def __init__(self, settings: Settings, db: Database, events: Any) -> None:
-        """`events` is the EventHub (anything with `.emit(event)`) or an emit callable."""
+    def __init__(self, settings: Settings, db: Database, events: Any, workflows: Any = None) -> None:
+        """`events` is the EventHub (anything with `.emit(event)`) or an emit callable; `workflows` the
+        WorkflowStore, for the `imagegraph_workflow` chunk of images made by a saved workflow's sessions."""
         self.settings = settings
         self.db = db
+        self.workflows = workflows
         self.emit: Callable[[Event], None] = events.emit if hasattr(events, "emit") else events
         self.files = ImageFiles(settings.images_dir, settings.thumbnails_dir)
         self.cache = FileCache(settings.image_cache_bytes)
@@ -106,7 +117,8 @@ class ImageService:
         graph: str | None = None,
     ) -> ImageDTO:
         """Store a generated image. `metadata` (CoreMetadata) and `graph` are raw JSON strings, embedded as
-        tEXt `invokeai_metadata` / `invokeai_graph` (accumulator nodes stripped from the graph)."""
+        tEXt `invokeai_metadata` / `invokeai_graph` (accumulator nodes stripped from the graph); a session from
+        a saved workflow adds `imagegraph_workflow` (the workflow's id, name and layout)."""
         chunks: dict[str, str] = {}
         if metadata is not None:
             if not is_json(metadata):
@@ -115,6 +127,9 @@ class ImageService:
         if graph is not None:
             graph = stripped_graph_json(graph)
             chunks["invokeai_graph"] = graph
+        workflow = await self._workflow_of(session_id) if session_id is not None else None
+        if workflow is not None:
+            chunks["imagegraph_workflow"] = workflow
         return await self._store(
             image,
             chunks,
@@ -126,7 +141,17 @@ class ImageService:
             metadata=metadata,
             # The session row holds the graph of a generated image; keep our own copy only when there is none.
             graph=graph if session_id is None else None,
+            workflow=workflow,
         )
+
+    async def _workflow_of(self, session_id: str) -> str | None:
+        """The `imagegraph_workflow` JSON for an image of this session: None unless it came from a saved
+        workflow that still exists."""
+        if self.workflows is None:
+            return None
+        raw = await self._sessions.get_raw(session_id)
+        workflow_id = None if raw is None else _session_workflow.decode(raw).workflow_id
+        return None if workflow_id is None else await self.workflows.chunk(workflow_id)
 
     async def upload(
         self, data: bytes, *, category: ImageCategory = "user", is_intermediate: bool = False, board_id: str | None
@@ -146,6 +171,7 @@ class ImageService:
                 board_id=board_id,
                 metadata=found.metadata,
                 graph=found.graph,
+                workflow=found.workflow,
             )
         finally:
             image.close()
@@ -167,6 +193,7 @@ class ImageService:
         board_id: str | None,
         metadata: str | None,
         graph: str | None,
+        workflow: str | None,
     ) -> ImageDTO:
         name = new_image_name()
         self._pending.add(name)
@@ -190,7 +217,7 @@ class ImageService:
                 async with self.db.write() as conn:
                     if board_id is not None and not await self.boards.exists(board_id, conn):
                         raise UnknownBoard(board_id)
-                    await records.insert_image(conn, record, metadata, graph)
+                    await records.insert_image(conn, record, metadata, graph, workflow)
             except BaseException:
                 await asyncio.to_thread(self.files.delete, name)
                 raise
@@ -300,7 +327,7 @@ class ImageService:
         """The stored metadata and the graph (the session's, accumulators removed), as raw JSON."""
         if not is_image_name(image_name):
             raise LookupError(image_name)
-        session_id, metadata, graph = await records.get_metadata(self.db.read, image_name)
+        session_id, metadata, graph, workflow = await records.get_metadata(self.db.read, image_name)
         graph_raw: msgspec.Raw | None = None
         if session_id is not None:
             session_json = await self._sessions.get_raw(session_id)
@@ -314,7 +341,11 @@ class ImageService:
         if graph_raw is None and session_id is not None:
             # The session is gone: the graph embedded in the PNG is the only copy left.
             graph_raw = await self._graph_from_file(image_name)
-        return ImageMetadata(metadata=None if metadata is None else msgspec.Raw(metadata), graph=graph_raw)
+        return ImageMetadata(
+            metadata=None if metadata is None else msgspec.Raw(metadata),
+            graph=graph_raw,
+            workflow=None if workflow is None else msgspec.Raw(workflow),
+        )
 
     async def _graph_from_file(self, image_name: str) -> msgspec.Raw | None:
         try:
