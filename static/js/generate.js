@@ -493,6 +493,14 @@ export function initGenerate() {
     const chosen = store.models.find((model) => modelKey(model) === field("model").value);
     $("#gen-model-hint").textContent = chosen?.description ?? "";
   });
+  $("#gen-open-workflow").addEventListener("click", () => {
+    // The graph Generate would queue for one image, to change freely in the editor.
+    const params = readForm();
+    if (!params) return;
+    saveForm();
+    const seed = params.randomize ? randomSeed() : params.seed;
+    bus.emit("open-workflow", { graph: textToImageGraph({ ...params, seed }), source: "the Generate page's settings" });
+  });
   $("#gen-cancel").addEventListener("click", (event) => {
     const id = event.currentTarget.dataset.session;
     if (id) cancel([id]);
