@@ -43,6 +43,7 @@ function showPage(fromNavigation) {
     else link.removeAttribute("aria-current");
   }
   document.title = `${page[0].toUpperCase()}${page.slice(1)} · imagegraph`;
+  document.body.dataset.page = page; // the Workflow page takes the whole width
   // Move focus to the page's heading on navigation, so keyboard and screen-reader users land on it.
   if (fromNavigation) $(`#page-${page} h1`)?.focus({ preventScroll: true });
   bus.emit("page-shown", page);

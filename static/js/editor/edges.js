@@ -222,7 +222,8 @@ export class Connector {
       this.editor.say(`Disconnected ${edgeKey(drag.detached)}.`);
       return;
     }
-    if (!target && this.editor.view.isBackground(document.elementFromPoint(event.clientX, event.clientY))) {
+    const under = document.elementFromPoint(event.clientX, event.clientY);
+    if (!target && this.editor.canvas.contains(under) && !under.closest(".wf-node, .wf-menu, .wf-zoom")) {
       const at = this.editor.view.toWorld(event.clientX, event.clientY);
       this.editor.openMenuFor(drag.from, at, { x: event.clientX, y: event.clientY });
     }

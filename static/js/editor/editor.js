@@ -27,6 +27,10 @@ import { View } from "./view.js";
 
 const DRAFT_KEY = "imagegraph.workflow.draft";
 const NODE_GAP = 60;
+// A refresh that makes this many nodes at once draws them "light" (values as text) and puts their controls
+// in over the next frames, so a big graph shows at once (bench/editor.py).
+const LIGHT_FROM = 16;
+const UPGRADE_BUDGET_MS = 8;
 
 class Editor {
   constructor() {
@@ -162,7 +166,7 @@ class Editor {
       boards: this.boards,
       pickImage: (current) => pickImage(current),
       onInput: (value) => this.setValue(node.id, input.name, value, false),
-      onCommit: (value) => this.setValue(node.id, input.name, value, true),
+      onCommit: (value, { redraw = false } = {}) => this.setValue(node.id, input.name, value, true, redraw),
     };
   }
 
@@ -176,10 +180,13 @@ class Editor {
       }
     }
     const rebuilt = [];
+    let fresh = 0;
+    for (const id of this.doc.nodes.keys()) if (!this.views.has(id)) fresh += 1;
+    const light = fresh >= LIGHT_FROM;
     for (const node of this.doc.nodes.values()) {
       let view = this.views.get(node.id);
       if (!view) {
-        view = new NodeView(this, node);
+        view = new NodeView(this, node, { light });
         this.views.set(node.id, view);
         this.nodeLayer.append(view.element);
         this.resizes.observe(view.element);
@@ -194,6 +201,43 @@ class Editor {
     this.edges.sync();
     this.selection.apply();
     this.page.classList.toggle("wf-is-empty", this.doc.nodes.size === 0);
+    if (light) this.#upgradeSoon();
+  }
+
+  /** Put the real controls into light nodes, those on screen first, a few milliseconds' worth per frame. */
+  #upgradeSoon() {
+    if (this.upgrading) return;
+    this.upgrading = true;
+    const slice = () => {
+      const visible = this.view.visibleRect();
+      const onScreen = (view) => {
+        const node = this.doc.node(view.id);
+        return node && node.x < visible.x + visible.width && node.x + view.size.width > visible.x && node.y < visible.y + visible.height && node.y + view.size.height > visible.y;
+      };
+      const waiting = [...this.views.values()].filter((view) => view.light).sort((a, b) => onScreen(b) - onScreen(a));
+      const start = performance.now();
+      const done = [];
+      for (const view of waiting) {
+        if (done.length && performance.now() - start > UPGRADE_BUDGET_MS) break;
+        view.upgrade(this.doc.node(view.id));
+        done.push(view);
+      }
+      for (const view of done) view.measure();
+      if (done.length) this.edges.redrawNodes(done.map((view) => view.id));
+      if (waiting.length > done.length) requestAnimationFrame(() => setTimeout(slice, 0));
+      else this.upgrading = false;
+    };
+    // After the first frame with the light nodes is out.
+    requestAnimationFrame(() => setTimeout(slice, 0));
+  }
+
+  /** A light node someone reaches for gets its controls now; true if it had to. */
+  upgradeNow(id) {
+    const view = this.views.get(id);
+    if (!view?.light) return false;
+    view.upgrade(this.doc.node(id));
+    if (view.measure()) this.edges.redrawNodes([id]);
+    return true;
   }
 
   // ---- edits ---------------------------------------------------------------------------------------------
@@ -206,7 +250,7 @@ class Editor {
     return true;
   }
 
-  setValue(nodeId, field, value, commit) {
+  setValue(nodeId, field, value, commit, redraw = false) {
     const node = this.doc.node(nodeId);
     if (!node) return;
     if (value === undefined) delete node.values[field];
@@ -216,7 +260,7 @@ class Editor {
       if (!view.status.fieldErrors.size && !view.status.messages.length && view.status.state === "invalid") view.status.state = "idle";
       view.applyStatus();
     }
-    view.accept(node);
+    if (!redraw) view.accept(node); // the control already shows it: no rebuild under the person's cursor
     if (commit) {
       // A value can change what other nodes show (a main model's base filters the LoRA pickers).
       this.refresh();
@@ -678,6 +722,13 @@ class Editor {
       const nodeElement = event.target.closest(".wf-node");
       if (nodeElement) {
         const id = nodeElement.dataset.nodeId;
+        const lightField = event.target.closest("[data-light-field]")?.dataset.lightField;
+        if (this.upgradeNow(id) && lightField) {
+          event.preventDefault();
+          this.views.get(id).rows.get(lightField)?.querySelector("[data-field]")?.focus();
+          this.selection.set([id]);
+          return;
+        }
         if (event.target.closest("input, textarea, select, button, a, label, .wf-stray-value")) {
           if (!this.selection.has(id) && !(event.shiftKey || event.ctrlKey || event.metaKey)) this.selection.set([id]);
           return;
@@ -716,6 +767,8 @@ class Editor {
     });
     canvas.addEventListener("focusin", (event) => {
       const node = event.target.closest(".wf-node");
+      // Tab onto a light node gives it its fields (not a connector's focus: rebuilding would remove it).
+      if (node && event.target === node) this.upgradeNow(node.dataset.nodeId);
       if (node && event.target === node && !this.selection.has(node.dataset.nodeId)) this.selection.set([node.dataset.nodeId]);
     });
     document.addEventListener("keydown", (event) => {

@@ -7,18 +7,22 @@
 
 import { withToken } from "../api.js";
 import { h } from "../dom.js";
-import { widget, widgetKind } from "./widgets.js";
+import { preview, widget, widgetKind } from "./widgets.js";
 
-const LAST_INPUTS = ["is_intermediate", "board", "use_cache"]; // rarely changed: drawn at the bottom
+// Rarely changed: folded into "Options", built only when opened (fewer controls to lay out in a big graph),
+// unless one of them is wired or given a value.
+const OPTIONS = new Set(["is_intermediate", "board", "use_cache"]);
 
 export function emptyStatus() {
   return { state: "idle", messages: [], fieldErrors: new Map(), progress: null, images: [] };
 }
 
 export class NodeView {
-  constructor(editor, node) {
+  /** light: draw values as text first (see widgets.preview); `upgrade()` puts the real controls in. */
+  constructor(editor, node, { light = false } = {}) {
     this.editor = editor;
     this.id = node.id;
+    this.light = light;
     this.element = h("div", {
       class: "wf-node",
       tabindex: "0",
@@ -40,6 +44,14 @@ export class NodeView {
     const signature = this.editor.signatureOf(node);
     if (signature === this.signature) return false;
     this.signature = signature;
+    this.build(node);
+    return true;
+  }
+
+  /** Swap the text previews for the real controls. */
+  upgrade(node) {
+    if (!this.light) return false;
+    this.light = false;
     this.build(node);
     return true;
   }
@@ -69,6 +81,7 @@ export class NodeView {
     this.element.setAttribute("aria-label", label);
     this.element.dataset.nodeType = node.type;
     this.element.classList.toggle("wf-unknown", !spec.known);
+    this.element.classList.toggle("wf-is-light", this.light);
     this.element.dataset.category = spec.category ?? "";
 
     const head = h(
@@ -81,8 +94,13 @@ export class NodeView {
     const body = h("div", { class: "wf-node-body" });
     if (!spec.known) body.append(h("p", { class: "wf-unknown-note" }, `Unknown node type “${node.type}”.`));
     for (const output of spec.outputs) body.append(this.#outputRow(node, output));
-    const inputs = [...spec.inputs].sort((a, b) => LAST_INPUTS.indexOf(a.name) - LAST_INPUTS.indexOf(b.name));
-    for (const input of inputs) body.append(this.#inputRow(node, input, wired.get(input.name) ?? []));
+    const folded = [];
+    for (const input of spec.inputs) {
+      const edges = wired.get(input.name) ?? [];
+      if (OPTIONS.has(input.name) && !edges.length && node.values[input.name] === undefined) folded.push(input);
+      else body.append(this.#inputRow(node, input, edges));
+    }
+    if (folded.length) body.append(this.#options(node, folded));
     // Values the type has no input for (a graph from elsewhere): shown so nothing is hidden; validation
     // names them.
     for (const name of Object.keys(node.values)) {
@@ -91,6 +109,23 @@ export class NodeView {
     this.statusBox = h("div", { class: "wf-node-status" });
     this.element.replaceChildren(head, body, this.statusBox);
     this.applyStatus();
+  }
+
+  /** The folded inputs: a <details> whose rows are made the first time it opens. */
+  #options(node, inputs) {
+    const rows = h("div", { class: "wf-more-rows" });
+    const more = h("details", { class: "wf-more", open: this.optionsOpen ?? false }, h("summary", {}, `Options (${inputs.map((i) => i.name).join(", ")})`), rows);
+    const fill = () => {
+      if (rows.childElementCount || !more.open) return;
+      rows.append(...inputs.map((input) => this.#inputRow(node, input, [])));
+    };
+    more.addEventListener("toggle", () => {
+      this.optionsOpen = more.open;
+      fill();
+      if (this.measure()) this.editor.edges.redrawNodes([this.id]);
+    });
+    fill();
+    return more;
   }
 
   #port(kind, name, type, extra = {}) {
@@ -110,8 +145,8 @@ export class NodeView {
   #outputRow(node, output) {
     return h(
       "div",
-      { class: "wf-row wf-out", dataset: { rowOutput: output.name } },
-      h("span", { class: "wf-out-label" }, output.name, h("small", {}, output.type)),
+      { class: "wf-row wf-out", dataset: { rowOutput: output.name }, title: `${output.name}: ${output.type}` },
+      h("span", { class: "wf-out-label" }, output.name),
       this.#port("out", output.name, output.type, { "aria-label": `Output ${output.name} of ${node.id} (${output.type})` }),
     );
   }
@@ -139,12 +174,14 @@ export class NodeView {
     }
     if (input.input === "connection") {
       row.append(
-        h("span", { class: "wf-in-label" }, input.name, input.required ? h("span", { class: "wf-required", "aria-hidden": "true" }, "*") : null),
+        h("span", { class: `wf-in-label${input.required ? " wf-required" : ""}` }, input.name),
         h("small", { class: "wf-in-type" }, input.type),
       );
       return row;
     }
-    const made = widget(input, node.values[input.name], this.editor.widgetContext(node, input));
+    const made = this.light
+      ? preview(input, node.values[input.name])
+      : widget(input, node.values[input.name], this.editor.widgetContext(node, input));
     row.classList.add(made.wide ? "wf-wide" : "wf-inline", `wf-kind-${widgetKind(input)}`);
     row.append(made.label, made.control);
     return row;

@@ -108,6 +108,10 @@ export class NodeMover {
     drag.x = event.clientX;
     drag.y = event.clientY;
     if (!drag.moved && Math.hypot(drag.x - drag.x0, drag.y - drag.y0) < 3) return true;
+    if (!drag.moved) {
+      // Their own compositing layers while they move: a frame repaints nothing else.
+      for (const id of drag.starts.keys()) this.editor.views.get(id)?.element.classList.add("wf-moving");
+    }
     drag.moved = true;
     this.frame ||= requestAnimationFrame(() => this.#step());
     return true;
@@ -139,6 +143,7 @@ export class NodeMover {
       this.#step();
     }
     this.drag = null;
+    for (const id of drag.starts.keys()) this.editor.views.get(id)?.element.classList.remove("wf-moving");
     if (drag.moved) this.editor.commit(drag.starts.size > 1 ? `Move ${drag.starts.size} nodes` : "Move node");
     else if (drag.additive && drag.wasSelected) this.editor.selection.toggle(drag.id);
     return true;

@@ -40,7 +40,8 @@ export function widgetKind(spec) {
 
 /**
  * The control for `spec` (an InputSpec) showing `value`. ctx: {nodeType, models, baseHint, boards,
- * pickImage(current) → Promise<name|null>, onInput(value), onCommit(value)}. Returns {label, control, wide}.
+ * pickImage(current) → Promise<name|null>, onInput(value), onCommit(value, {redraw})}: `redraw` when the
+ * control does not show the new value itself. Returns {label, control, wide}.
  */
 export function widget(spec, value, ctx) {
   const id = nextId();
@@ -48,13 +49,29 @@ export function widget(spec, value, ctx) {
   const kind = widgetKind(spec);
   const build = BUILDERS[kind];
   const control = build(spec, shown, ctx, id);
-  const label = h(
-    "label",
-    { for: id, title: spec.description ?? null },
-    spec.name,
-    spec.required ? h("span", { class: "wf-required", "aria-hidden": "true" }, "*") : null,
-  );
+  const label = h("label", { for: id, title: spec.description ?? null, class: spec.required ? "wf-required" : null }, spec.name);
   return { label, control, wide: kind === "textarea" || kind === "json" || kind === "image" };
+}
+
+/**
+ * What `widget()` will show, as plain text in a box of the same size: a big graph is drawn with these first
+ * (a form control costs the browser many times a span's style, layout and paint) and each node gets its
+ * real controls a moment later, or at once when it is touched (editor.js, "light" nodes).
+ */
+export function preview(spec, value) {
+  const shown = value === undefined ? spec.default : value;
+  const kind = widgetKind(spec);
+  let text;
+  if (shown === undefined || shown === null) text = "";
+  else if (kind === "checkbox") text = shown ? "✓" : "";
+  else if (kind === "model") text = `${shown.model_name ?? ""} (${shown.base_model ?? ""})`;
+  else if (kind === "image") text = shown.image_name ?? "";
+  else if (kind === "board") text = shown.board_id ?? "";
+  else if (kind === "json") text = JSON.stringify(shown);
+  else text = String(shown);
+  const label = h("span", { class: `wf-label${spec.required ? " wf-required" : ""}` }, spec.name);
+  const box = h("span", { class: `wf-light wf-light-${kind}`, dataset: { lightField: spec.name } }, text);
+  return { label, control: box, wide: kind === "textarea" || kind === "json" || kind === "image" };
 }
 
 function numberValue(spec, text) {
@@ -186,11 +203,12 @@ const BUILDERS = {
     const button = h("button", { id, type: "button", class: "wf-image-pick", "data-field": spec.name, title: name ?? "" }, face);
     button.addEventListener("click", async () => {
       const picked = await ctx.pickImage(name);
-      if (picked) ctx.onCommit({ image_name: picked });
+      // The button does not show the new image by itself: the node is redrawn.
+      if (picked) ctx.onCommit({ image_name: picked }, { redraw: true });
     });
     if (!name || spec.required) return button;
     const clear = h("button", { type: "button", class: "icon-button small", "aria-label": `Clear ${spec.name}` }, "✕");
-    clear.addEventListener("click", () => ctx.onCommit(undefined));
+    clear.addEventListener("click", () => ctx.onCommit(undefined, { redraw: true }));
     return h("div", { class: "wf-image-field" }, button, clear);
   },
 
