@@ -290,6 +290,12 @@ def test_a_422_shows_on_the_node_and_field_it_names_and_the_edit_is_kept(ui: Ui,
     assert ui.page.locator(f"{node(ui, 'denoise')} [data-error]").count() == 0
     ui.page.fill(field(ui, "noise", "width"), "64")
     run_and_wait(ui)
+    # After a run, a refused graph leaves Run ready for the next try.
+    ui.page.fill(field(ui, "denoise", "cfg_scale"), "-1")
+    ui.page.click('[data-action="invoke"]')
+    ui.page.wait_for_selector(f'{node(ui, "denoise")} [data-error="cfg_scale"]', timeout=WAIT_MS)
+    assert ui.page.is_enabled('[data-action="invoke"]')
+    assert ui.page.inner_text('[data-action="invoke"]') == "Run"
 
 
 def test_delete_a_node_then_undo_and_redo(ui: Ui, tiny_model):
@@ -425,6 +431,15 @@ def test_save_to_the_library_reload_the_page_and_load_it_back(ui: Ui, server: Se
     with server.api() as api:
         carried = api.get(f"/images/{name}/metadata").json()["workflow"]
     assert carried == {"id": workflow_id, "name": "Lighthouse study", "layout": layout}
+    # ...so the image, opened from the gallery, brings the drawing back with its graph.
+    ui.page.click('[data-action="new"]')
+    ui.go("gallery")
+    ui.page.click(f'#gallery-grid .tile[data-name="{name}"] button')
+    ui.page.wait_for_selector("#viewer-workflow:not([disabled])", timeout=WAIT_MS)
+    ui.page.click("#viewer-workflow")
+    ui.page.wait_for_selector(node(ui, "noise"), timeout=WAIT_MS)
+    assert ui.page.evaluate("window.imagegraph.editor.doc.toLayout()") == layout
+    assert "Lighthouse study" in ui.page.inner_text("#wf-status")
 
 
 def test_the_generate_pages_settings_open_as_a_graph(browser, server: ServerProcess, tiny_model, tmp_path: Path):

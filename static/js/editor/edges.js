@@ -18,7 +18,8 @@ function svg(tag, attrs = {}) {
 /** A horizontal S-curve from an output (left) to an input (right). */
 export function curve(x1, y1, x2, y2) {
   const dx = Math.max(40, Math.abs(x2 - x1) / 2);
-  return `M${x1.toFixed(1)},${y1.toFixed(1)} C${(x1 + dx).toFixed(1)},${y1.toFixed(1)} ${(x2 - dx).toFixed(1)},${y2.toFixed(1)} ${x2.toFixed(1)},${y2.toFixed(1)}`;
+  const p = (x, y) => `${x.toFixed(1)},${y.toFixed(1)}`;
+  return `M${p(x1, y1)} C${p(x1 + dx, y1)} ${p(x2 - dx, y2)} ${p(x2, y2)}`;
 }
 
 export class EdgeLayer {
@@ -272,7 +273,8 @@ export class Connector {
     if (!pending) {
       this.pending = connector;
       this.markCandidates(connector);
-      this.editor.say(`Connecting from ${connector.nodeId}.${connector.field}: choose ${connector.kind === "out" ? "an input" : "an output"} (Escape cancels).`);
+      const wanted = connector.kind === "out" ? "an input" : "an output";
+      this.editor.say(`Connecting from ${connector.nodeId}.${connector.field}: choose ${wanted} (Escape cancels).`);
       return;
     }
     this.cancelPending();

@@ -12,15 +12,15 @@ import { bus, store } from "../state.js";
 import { Catalogue } from "./catalogue.js";
 import { Connector, EdgeLayer } from "./edges.js";
 import { downloadJson, fileNameFor, readGraphFile } from "./files.js";
-import { edgeKey, GraphDoc } from "./graphdoc.js";
+import { edgeKey, GraphDoc, makeEdge } from "./graphdoc.js";
 import { History } from "./history.js";
 import { handleKey } from "./keys.js";
-import { layeredLayout } from "./layout.js";
+import { layeredLayout, overlaps } from "./layout.js";
 import { Library } from "./library.js";
 import { NodeMenu } from "./menu.js";
 import { emptyStatus, NodeView } from "./nodes.js";
 import { pickImage } from "./pickers.js";
-import { checkEdge, firstInputFor, firstOutputFor, outputType } from "./rules.js";
+import { checkEdge, firstInputFor, firstOutputFor, inputSpec, outputType } from "./rules.js";
 import { Runner } from "./run.js";
 import { NodeMover, Selection } from "./selection.js";
 import { View } from "./view.js";
@@ -210,10 +210,7 @@ class Editor {
     this.upgrading = true;
     const slice = () => {
       const visible = this.view.visibleRect();
-      const onScreen = (view) => {
-        const node = this.doc.node(view.id);
-        return node && node.x < visible.x + visible.width && node.x + view.size.width > visible.x && node.y < visible.y + visible.height && node.y + view.size.height > visible.y;
-      };
+      const onScreen = (view) => overlaps(this.rectOf(view.id), visible);
       const waiting = [...this.views.values()].filter((view) => view.light).sort((a, b) => onScreen(b) - onScreen(a));
       const start = performance.now();
       const done = [];
@@ -301,15 +298,20 @@ class Editor {
     return { x: visible.x + 40, y: bottom + NODE_GAP / 2 };
   }
 
+  /** Where a node is drawn, {x, y, width, height} in canvas units. */
+  rectOf(id) {
+    const node = this.doc.node(id);
+    const size = this.views.get(id)?.size ?? { width: 240, height: 120 };
+    return { x: node?.x ?? 0, y: node?.y ?? 0, width: size.width, height: size.height };
+  }
+
   /** The first place at or below (x, y) where a new node overlaps no other. */
   #freeSpot(x, y, width = 240, height = 140) {
     for (let tries = 0; tries < 60; tries++) {
-      const hit = [...this.views].find(([id, view]) => {
-        const node = this.doc.node(id);
-        return node && node.x < x + width && node.x + view.size.width > x && node.y < y + height && node.y + view.size.height > y;
-      });
+      const spot = { x, y, width, height };
+      const hit = [...this.views.keys()].map((id) => this.rectOf(id)).find((rect) => overlaps(rect, spot));
       if (!hit) return { x, y };
-      y = this.doc.node(hit[0]).y + hit[1].size.height + 24;
+      y = hit.y + hit.height + 24;
     }
     return { x, y };
   }
@@ -395,17 +397,21 @@ class Editor {
 
   /** A connection dropped into empty space: offer the node types that can take it, add one, connect it. */
   openMenuFor(from, at, client) {
-    const type = from.kind === "out" ? outputType(this.doc, this.catalogue, from.nodeId, from.field) : this.doc.node(from.nodeId) && this.#inputType(from);
-    const fits = (spec) => (from.kind === "out" ? firstInputFor(spec, type) : firstOutputFor(spec, type));
+    const giving = from.kind === "out";
+    const type = giving
+      ? outputType(this.doc, this.catalogue, from.nodeId, from.field)
+      : (inputSpec(this.doc, this.catalogue, from.nodeId, from.field)?.type ?? "any");
+    const fits = (spec) => (giving ? firstInputFor(spec, type) : firstOutputFor(spec, type));
     this.menu.open({
       specs: this.catalogue.all().filter(fits),
       client,
-      title: `Add a node ${from.kind === "out" ? "taking" : "giving"} ${type}`,
+      title: `Add a node ${giving ? "taking" : "giving"} ${type}`,
       onPick: (picked) => {
         const spec = this.catalogue.spec(picked);
-        const id = this.addNode(picked, from.kind === "out" ? { x: at.x + 20, y: at.y - 20 } : { x: at.x - 260, y: at.y - 20 }, { label: false });
+        // The new node goes right of an output it takes from, left of an input it feeds.
+        const id = this.addNode(picked, giving ? { x: at.x + 20, y: at.y - 20 } : { x: at.x - 260, y: at.y - 20 }, { label: false });
         const field = fits(spec).name;
-        const edge = from.kind === "out" ? { source: { node_id: from.nodeId, field: from.field }, destination: { node_id: id, field } } : { source: { node_id: id, field }, destination: { node_id: from.nodeId, field: from.field } };
+        const edge = giving ? makeEdge(from.nodeId, from.field, id, field) : makeEdge(id, field, from.nodeId, from.field);
         const check = checkEdge(this.doc, this.catalogue, edge);
         if (check.ok) this.doc.connect(edge, { many: check.many });
         this.refresh();
@@ -413,10 +419,6 @@ class Editor {
         this.say(`Added ${spec.title} “${id}”${check.ok ? `, connected to ${from.nodeId}.${from.field}` : ""}.`);
       },
     });
-  }
-
-  #inputType(connector) {
-    return this.catalogue.spec(this.doc.node(connector.nodeId).type, this.doc.usage(connector.nodeId)).inputByName.get(connector.field)?.type ?? "any";
   }
 
   #screenCentre() {
@@ -762,7 +764,6 @@ class Editor {
       const nodeId = action?.closest(".wf-node")?.dataset.nodeId;
       if (!action || !nodeId) return;
       if (action.dataset.action === "delete-node") this.deleteNode(nodeId);
-      else if (action.dataset.action === "disconnect") this.disconnectInput(nodeId, action.dataset.disconnect);
       else if (action.dataset.action === "open-image") this.#openImage(action.dataset.imageName);
     });
     canvas.addEventListener("focusin", (event) => {
@@ -821,6 +822,7 @@ class Editor {
     });
     bus.on("page-shown", (page) => {
       if (page === "workflow" && this.ready) {
+        this.library.refresh(); // saved meanwhile from another tab, or a script
         for (const view of this.views.values()) view.measure();
         this.edges.redraw(this.edges.items.keys());
       }

@@ -7,6 +7,8 @@
 //   arrows                              move the selection (Shift: further), or pan when nothing is selected
 //   + / - / 0 / F                       zoom in, out, to 100 %, fit the graph     L   auto-layout
 //   Enter on a node                     into its first field     Escape   cancel a connection, clear selection
+//   Enter or Space on a connector       start a connection, or finish it on a second connector
+//   Delete on an input's connector      disconnect it
 
 import { copySelection, duplicateSelection, pasteClipboard } from "./selection.js";
 
@@ -67,11 +69,18 @@ export function handleKey(editor, event) {
   }
   if (mod || event.altKey) return;
 
+  const port = target.closest?.(".wf-port");
+  if (port && (key === "Enter" || key === " ")) {
+    event.preventDefault();
+    port.click(); // the connector's click: start or finish a connection
+    return;
+  }
   switch (key) {
     case "Delete":
     case "Backspace":
       event.preventDefault();
-      editor.deleteSelection();
+      if (port?.dataset.input !== undefined) editor.disconnectInput(port.closest(".wf-node").dataset.nodeId, port.dataset.input);
+      else editor.deleteSelection();
       return;
     case "Escape":
       if (!editor.connector.cancelPending()) editor.selection.clear();

@@ -3,6 +3,11 @@
 // by the average row of their neighbours (a few sweeps each way, which removes most crossings), then
 // columns are stacked and centred on each other.
 
+/** Whether two rectangles {x, y, width, height} overlap. */
+export function overlaps(a, b) {
+  return a.x < b.x + b.width && a.x + a.width > b.x && a.y < b.y + b.height && a.y + a.height > b.y;
+}
+
 const GAP_X = 80;
 const GAP_Y = 32;
 const SWEEPS = 4;

@@ -104,7 +104,14 @@ export class NodeMenu {
       }
       const option = h(
         "li",
-        { id: `${this.listId}-${spec.type}`, role: "option", class: "wf-menu-option", dataset: { addType: spec.type }, "aria-selected": "false", title: spec.description || null },
+        {
+          id: `${this.listId}-${spec.type}`,
+          role: "option",
+          class: "wf-menu-option",
+          dataset: { addType: spec.type },
+          "aria-selected": "false",
+          title: spec.description || null,
+        },
         h("span", {}, spec.title),
         h("small", {}, spec.type),
       );

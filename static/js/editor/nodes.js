@@ -10,8 +10,12 @@ import { h } from "../dom.js";
 import { preview, widget, widgetKind } from "./widgets.js";
 
 // Rarely changed: folded into "Options", built only when opened (fewer controls to lay out in a big graph),
-// unless one of them is wired or given a value.
+// unless one of them is wired or set to something other than its default.
 const OPTIONS = new Set(["is_intermediate", "board", "use_cache"]);
+
+function isDefault(input, value) {
+  return value === undefined || value === null || JSON.stringify(value) === JSON.stringify(input.default);
+}
 
 export function emptyStatus() {
   return { state: "idle", messages: [], fieldErrors: new Map(), progress: null, images: [] };
@@ -97,7 +101,7 @@ export class NodeView {
     const folded = [];
     for (const input of spec.inputs) {
       const edges = wired.get(input.name) ?? [];
-      if (OPTIONS.has(input.name) && !edges.length && node.values[input.name] === undefined) folded.push(input);
+      if (OPTIONS.has(input.name) && !edges.length && isDefault(input, node.values[input.name])) folded.push(input);
       else body.append(this.#inputRow(node, input, edges));
     }
     if (folded.length) body.append(this.#options(node, folded));
@@ -114,7 +118,8 @@ export class NodeView {
   /** The folded inputs: a <details> whose rows are made the first time it opens. */
   #options(node, inputs) {
     const rows = h("div", { class: "wf-more-rows" });
-    const more = h("details", { class: "wf-more", open: this.optionsOpen ?? false }, h("summary", {}, `Options (${inputs.map((i) => i.name).join(", ")})`), rows);
+    const summary = h("summary", {}, `Options (${inputs.map((i) => i.name).join(", ")})`);
+    const more = h("details", { class: "wf-more", open: this.optionsOpen ?? false }, summary, rows);
     const fill = () => {
       if (rows.childElementCount || !more.open) return;
       rows.append(...inputs.map((input) => this.#inputRow(node, input, [])));
@@ -128,16 +133,19 @@ export class NodeView {
     return more;
   }
 
+  /** A connector: a focusable span acting as a button (Enter or Space starts or ends a connection, Delete
+   * disconnects an input). Not a <button>: hundreds of form controls cost a big graph its first frame. */
   #port(kind, name, type, extra = {}) {
     const attrs = {
-      type: "button",
+      role: "button",
+      tabindex: "0",
       class: `wf-port wf-port-${kind}`,
       "data-type": type,
       title: `${name}: ${type}`,
       ...extra,
     };
     attrs[kind === "in" ? "data-input" : "data-output"] = name;
-    const port = h("button", attrs);
+    const port = h("span", attrs);
     this.ports.set(`${kind}:${name}`, port);
     return port;
   }
@@ -156,20 +164,13 @@ export class NodeView {
     this.rows.set(input.name, row);
     const wiredText = edges.map((e) => `${e.source.node_id}.${e.source.field}`).join(", ");
     if (input.input !== "direct") {
-      const described = wiredText ? `, connected to ${wiredText}` : "";
+      const described = wiredText ? `, connected to ${wiredText} (Delete disconnects)` : "";
       row.append(this.#port("in", input.name, input.type, { "aria-label": `Input ${input.name} of ${node.id} (${input.type})${described}` }));
     }
     if (edges.length) {
       row.classList.add("wired");
-      row.append(
-        h("span", { class: "wf-in-label" }, input.name),
-        h("span", { class: "wf-wired", title: wiredText }, `← ${wiredText}`),
-        h(
-          "button",
-          { type: "button", class: "icon-button small wf-disconnect", "data-action": "disconnect", dataset: { disconnect: input.name }, "aria-label": `Disconnect ${node.id}.${input.name}` },
-          "⨯",
-        ),
-      );
+      // Disconnect: drag the edge off the connector, or focus the connector and press Delete.
+      row.append(h("span", { class: "wf-in-label" }, input.name), h("span", { class: "wf-wired", title: wiredText }, `← ${wiredText}`));
       return row;
     }
     if (input.input === "connection") {
@@ -255,7 +256,13 @@ export class NodeView {
       parts.push(
         h(
           "button",
-          { type: "button", class: "wf-result-button", "data-action": "open-image", dataset: { imageName: name }, "aria-label": "Open the image this node made" },
+          {
+            type: "button",
+            class: "wf-result-button",
+            "data-action": "open-image",
+            dataset: { imageName: name },
+            "aria-label": "Open the image this node made",
+          },
           h("img", { class: "wf-result", src: withToken(`/api/v1/images/${encodeURIComponent(name)}/thumbnail`), alt: "", dataset: { imageName: name } }),
           status.images.length > 1 ? h("span", { class: "tag" }, `${status.images.length} images`) : null,
         ),

@@ -7,7 +7,7 @@ import { api } from "../api.js";
 import { errorText } from "../dom.js";
 import { bus } from "../state.js";
 
-const TERMINAL = new Set(["completed", "failed", "canceled"]);
+const ACTIVE = new Set(["validating", "queued", "running"]);
 
 export class Runner {
   constructor(editor) {
@@ -28,7 +28,7 @@ export class Runner {
   }
 
   get running() {
-    return this.sessionId !== null && !TERMINAL.has(this.status);
+    return ACTIVE.has(this.status);
   }
 
   #mine(event) {
@@ -137,7 +137,7 @@ export class Runner {
       for (const [id, error] of Object.entries(session.errors ?? {})) {
         this.#node({ source_node_id: id.split("#")[0] }, { state: "failed", messages: [error] });
       }
-      if (TERMINAL.has(session.status)) this.#finished(session.status);
+      if (!ACTIVE.has(session.status) && session.status !== "pending") this.#finished(session.status);
     } catch (error) {
       console.warn("could not catch up with the running session", error);
     }

@@ -2,6 +2,8 @@
 // clipboard (copy, paste, duplicate). A drag moves nodes once per animation frame, however many pointer
 // events arrive, and touches only the moved nodes and their edges.
 
+import { overlaps } from "./layout.js";
+
 const CLIPBOARD_KEY = "imagegraph.workflow.clipboard";
 const PASTE_OFFSET = 40;
 
@@ -61,14 +63,7 @@ export class Selection {
 
   /** Select the nodes whose box meets `rect` (canvas units); `additive` keeps what was selected. */
   box(rect, additive) {
-    const hits = [];
-    for (const [id, view] of this.editor.views) {
-      const node = this.editor.doc.node(id);
-      const { width, height } = view.size;
-      if (node.x < rect.x + rect.width && node.x + width > rect.x && node.y < rect.y + rect.height && node.y + height > rect.y) {
-        hits.push(id);
-      }
-    }
+    const hits = [...this.editor.views.keys()].filter((id) => overlaps(this.editor.rectOf(id), rect));
     this.nodes = new Set(additive ? [...this.base, ...hits] : hits);
     this.edge = null;
     this.apply();
@@ -99,7 +94,8 @@ export class NodeMover {
     const ids = [...selection.nodes];
     const starts = new Map(ids.map((nodeId) => [nodeId, { x: this.editor.doc.node(nodeId).x, y: this.editor.doc.node(nodeId).y }]));
     this.editor.canvas.setPointerCapture(event.pointerId);
-    this.drag = { id, pointerId: event.pointerId, x0: event.clientX, y0: event.clientY, x: event.clientX, y: event.clientY, starts, moved: false, additive, wasSelected };
+    const [x, y] = [event.clientX, event.clientY];
+    this.drag = { id, pointerId: event.pointerId, x0: x, y0: y, x, y, starts, moved: false, additive, wasSelected };
   }
 
   pointerMove(event) {

@@ -118,8 +118,8 @@ const BUILDERS = {
       max: spec.maximum,
       step: stepOf(spec),
       value: shown ?? spec.minimum,
-      tabindex: "-1",
-      "aria-hidden": "true",
+      tabindex: "-1", // the number beside it is the keyboard's way in
+      "aria-label": `${spec.name} (slider)`,
     });
     input.addEventListener("input", () => {
       if (input.value !== "") slider.value = input.value;
