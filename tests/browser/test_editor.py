@@ -20,10 +20,15 @@ pytestmark = pytest.mark.browser
 # Big enough for the standard graph drawn at 100 % beside the library.
 VIEWPORT = {"width": 1600, "height": 1100}
 
-# Every data-state each node element takes, in order, and every invocation_complete the page hears.
+# Every data-state each node element takes, in order, the nodes that showed a step preview, and the nodes the
+# server answered from its cache.
 RECORD_STATES = """() => {
     window.__states = {};
     window.__cached = new Set();
+    window.__previews = new Set();
+    new MutationObserver(() => document.querySelectorAll("#wf-nodes .wf-node img.wf-preview")
+            .forEach((img) => window.__previews.add(img.closest(".wf-node").dataset.nodeId)))
+        .observe(document.getElementById("wf-nodes"), {childList: true, subtree: true});
     const seen = (node) => {
         const list = (window.__states[node.dataset.nodeId] ??= []);
         if (list.at(-1) !== node.dataset.state) list.push(node.dataset.state);
@@ -192,8 +197,10 @@ def test_build_the_standard_graph_from_an_empty_canvas_and_run_it(ui: Ui, server
         if node_id not in cached:
             seen = states[node_id]
             assert "running" in seen and seen.index("running") < seen.index("completed"), (node_id, seen)
-    # The nodes that do the work ran for real (the prompt is new; l2i is never cached).
+    # The nodes that do the work ran for real (the prompt is new; l2i is never cached), the denoise node with
+    # its step preview.
     assert "running" in states[ids["denoise"]] and "running" in states[ids["decode"]]
+    assert ids["denoise"] in ui.page.evaluate("[...window.__previews]")
     ui.page.wait_for_function(
         "sel => document.querySelector(sel)?.naturalWidth > 0", arg=f"{node(ui, ids['decode'])} img.wf-result"
     )
@@ -207,6 +214,23 @@ def test_build_the_standard_graph_from_an_empty_canvas_and_run_it(ui: Ui, server
         f"{e['source']['node_id']}.{e['source']['field']}->{e['destination']['node_id']}.{e['destination']['field']}"
         for e in graph["edges"]
     } == {key for key in expected if not key.startswith(f"{ids['meta']}.")}
+
+
+def test_cancel_a_running_graph(ui: Ui, server: ServerProcess, tiny_model):
+    open_editor(ui)
+    graph = t2i_graph(prompt="a very long run", seed=8, size=256, steps=1000, metadata=False)
+    open_graph(ui, graph)
+    ui.page.click('[data-action="invoke"]')
+    ui.page.wait_for_selector(f'{node(ui, "denoise")}[data-state="running"] .wf-progress', timeout=WAIT_MS)
+    assert ui.page.is_disabled('[data-action="invoke"]')
+    ui.page.click('[data-action="cancel"]')
+    ui.page.wait_for_selector("#wf-status:has-text('Canceled')", timeout=WAIT_MS)
+    # The node it stopped in goes back to idle; the ones that finished stay completed; Run is ready again.
+    assert ui.page.get_attribute(node(ui, "denoise"), "data-state") == "idle"
+    assert ui.page.get_attribute(node(ui, "noise"), "data-state") == "completed"
+    assert ui.page.is_enabled('[data-action="invoke"]')
+    with server.api() as api:
+        assert api.get("/queue").json()["running"] is None
 
 
 def test_an_incompatible_edge_is_refused_and_a_new_edge_replaces_the_old(ui: Ui, tiny_model):
@@ -384,7 +408,19 @@ def test_drop_a_json_graph_and_png_files(ui: Ui, server: ServerProcess, tiny_mod
     # A PNG without a graph is refused in words, and the graph on screen stays.
     drop_file(ui, "plain.png", png_bytes(32, 32), "image/png")
     ui.page.wait_for_selector("#wf-status:has-text('carries no graph')", timeout=WAIT_MS)
-    assert node(ui, "decode") and len(node_ids(ui)) == 6
+    assert len(node_ids(ui)) == 6
+
+    # Export gives back a workflow file that opens again as it was.
+    with ui.page.expect_download() as download:
+        ui.page.click('[data-action="export"]')
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert set(exported) == {"name", "description", "graph", "layout"}
+    assert set(exported["graph"]["nodes"]) == set(graph["nodes"])
+    assert exported["layout"] == ui.page.evaluate("window.imagegraph.editor.doc.toLayout()")
+    ui.page.click('[data-action="new"]')
+    drop_file(ui, "exported.json", json.dumps(exported).encode(), "application/json")
+    ui.page.wait_for_selector("#wf-status:has-text('exported.json')", timeout=WAIT_MS)
+    assert ui.page.evaluate("window.imagegraph.editor.doc.toLayout()") == exported["layout"]
 
 
 def test_save_to_the_library_reload_the_page_and_load_it_back(ui: Ui, server: ServerProcess, tiny_model):

@@ -46,6 +46,9 @@ export class View {
   #render() {
     this.world.style.transform = `translate(${this.x}px, ${this.y}px) scale(${this.k})`;
     this.canvas.style.setProperty("--zoom", this.k);
+    // The dot grid follows the zoom down to 40 %; further out it would be thousands of dots to paint per frame.
+    this.canvas.style.setProperty("--grid", `${24 * this.k}px`);
+    this.canvas.classList.toggle("wf-far", this.k < 0.4);
     this.canvas.style.setProperty("--pan-x", `${this.x}px`);
     this.canvas.style.setProperty("--pan-y", `${this.y}px`);
   }
