@@ -505,13 +505,14 @@ class Editor {
 
   /**
    * Replace the document with `graph` (as one undoable edit). layout: {node_id: {x, y}} or null (laid out
-   * here); workflow: the library entry it is ({id, name, description}) or null.
+   * here); workflow: the library entry it is ({id, name, description}) or null. Returns a sentence about what
+   * could not be opened ("" when everything was), for the caller's message.
    */
   open({ graph, layout = null, workflow = null, label = "Open" }) {
     this.clearStatus();
     this.selection.clear();
     this.connector.cancelPending();
-    const unplaced = this.doc.load(graph, layout);
+    const { unplaced, dropped } = this.doc.load(graph, layout);
     this.lastAdded = null;
     this.refresh();
     this.#placeUnplaced(unplaced);
@@ -523,6 +524,9 @@ class Editor {
     this.#saveDraftSoon();
     this.updateToolbar();
     this.library.render();
+    if (!dropped.length) return "";
+    const many = dropped.length > 1;
+    return ` ${dropped.length} edge${many ? "s" : ""} naming a node the graph does not have ${many ? "were" : "was"} left out: ${dropped.map(edgeKey).join(", ")}.`;
   }
 
   newWorkflow() {
@@ -554,9 +558,9 @@ class Editor {
     try {
       const found = await readGraphFile(file);
       const known = found.workflowId ? await this.#libraryEntry(found.workflowId) : null;
-      this.open({ graph: found.graph, layout: found.layout, label: `Open ${found.source}` });
+      const note = this.open({ graph: found.graph, layout: found.layout, label: `Open ${found.source}` });
       const from = found.name ? ` (drawn by the workflow “${found.name}”${known ? "" : ", no longer in the library"})` : "";
-      this.say(`Opened the graph from ${found.source}${from}. Save it to keep it in the library.`);
+      this.say(`Opened the graph from ${found.source}${from}. Save it to keep it in the library.${note}`);
     } catch (error) {
       this.say(`Could not open ${file.name}: ${errorText(error)}`, "error");
     }
@@ -815,9 +819,9 @@ class Editor {
     bus.on("open-workflow", (request) => {
       location.hash = "#/workflow";
       this.whenReady(() => {
-        this.open({ graph: request.graph, layout: request.layout ?? null, label: `Open ${request.source ?? "graph"}` });
+        const note = this.open({ graph: request.graph, layout: request.layout ?? null, label: `Open ${request.source ?? "graph"}` });
         const from = request.name ? ` (drawn by the workflow “${request.name}”)` : "";
-        this.say(`Opened the graph of ${request.source ?? "a graph"}${from}. Change it and press Run, or save it to the library.`);
+        this.say(`Opened the graph of ${request.source ?? "a graph"}${from}. Change it and press Run, or save it to the library.${note}`);
       });
     });
     bus.on("page-shown", (page) => {

@@ -102,7 +102,10 @@ export class GraphDoc {
     return layout;
   }
 
-  /** Replace everything with `graph`; nodes `layout` does not place are returned (they need a place). */
+  /**
+   * Replace everything with `graph`. Returns {unplaced: ids of the nodes `layout` does not place (they need
+   * a place), dropped: edges left out because a node they name is not in the graph (nothing could draw them)}.
+   */
   load(graph, layout = null) {
     this.graphId = typeof graph.id === "string" ? graph.id : null;
     this.nodes = new Map();
@@ -115,10 +118,14 @@ export class GraphDoc {
       this.nodes.set(key, { id: key, type: String(raw?.type ?? "unknown"), x: placed ? at.x : 0, y: placed ? at.y : 0, values });
       if (!placed) unplaced.push(key);
     }
-    this.edges = (Array.isArray(graph.edges) ? graph.edges : [])
-      .filter((e) => e?.source?.node_id !== undefined && e?.destination?.node_id !== undefined)
-      .map((e) => makeEdge(String(e.source.node_id), String(e.source.field), String(e.destination.node_id), String(e.destination.field)));
-    return unplaced;
+    this.edges = [];
+    const dropped = [];
+    for (const e of Array.isArray(graph.edges) ? graph.edges : []) {
+      const edge = makeEdge(String(e?.source?.node_id), String(e?.source?.field), String(e?.destination?.node_id), String(e?.destination?.field));
+      if (this.nodes.has(edge.source.node_id) && this.nodes.has(edge.destination.node_id)) this.edges.push(edge);
+      else dropped.push(edge);
+    }
+    return { unplaced, dropped };
   }
 
   /** How a node is wired and given values, for drawing a node of a type the catalogue does not have. */

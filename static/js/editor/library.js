@@ -137,8 +137,8 @@ export class Library {
   async load(id) {
     try {
       const workflow = await api.get(`/workflows/${encodeURIComponent(id)}`);
-      this.editor.open({ graph: workflow.graph, layout: workflow.layout, workflow, label: `Open “${workflow.name}”` });
-      this.editor.say(`Opened “${workflow.name}”.`);
+      const note = this.editor.open({ graph: workflow.graph, layout: workflow.layout, workflow, label: `Open “${workflow.name}”` });
+      this.editor.say(`Opened “${workflow.name}”.${note}`);
       this.render();
     } catch (error) {
       this.editor.say(`Could not open the workflow: ${errorText(error)}`, "error");

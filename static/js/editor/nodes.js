@@ -105,11 +105,10 @@ export class NodeView {
       else body.append(this.#inputRow(node, input, edges));
     }
     if (folded.length) body.append(this.#options(node, folded));
-    // Values the type has no input for (a graph from elsewhere): shown so nothing is hidden; validation
-    // names them.
-    for (const name of Object.keys(node.values)) {
-      if (!spec.inputByName.has(name)) body.append(this.#strayRow(node, name));
-    }
+    // Values and edges for inputs the type does not have (a graph from elsewhere): shown, so nothing is
+    // hidden and the edge has somewhere to end; validation names them.
+    const strays = new Set([...Object.keys(node.values), ...wired.keys()].filter((name) => !spec.inputByName.has(name)));
+    for (const name of strays) body.append(this.#strayRow(node, name, wired.get(name) ?? []));
     this.statusBox = h("div", { class: "wf-node-status" });
     this.element.replaceChildren(head, body, this.statusBox);
     this.applyStatus();
@@ -188,12 +187,13 @@ export class NodeView {
     return row;
   }
 
-  #strayRow(node, name) {
+  #strayRow(node, name, edges) {
     const row = h(
       "div",
       { class: "wf-row wf-in wf-stray wf-wide", dataset: { rowInput: name } },
+      edges.length ? this.#port("in", name, "any", { "aria-label": `Input ${name} of ${node.id}, unknown to its type` }) : null,
       h("span", { class: "wf-in-label" }, name),
-      h("code", { class: "wf-stray-value" }, JSON.stringify(node.values[name])),
+      name in node.values ? h("code", { class: "wf-stray-value" }, JSON.stringify(node.values[name])) : null,
     );
     this.rows.set(name, row);
     return row;
