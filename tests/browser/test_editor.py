@@ -260,6 +260,20 @@ def test_an_incompatible_edge_is_refused_and_a_new_edge_replaces_the_old(ui: Ui,
     ui.page.keyboard.press("Control+z")
     assert "model.vae->decode.vae" in edges(ui)
 
+    # An edge is selected by clicking it, and Delete removes it.
+    middle = ui.page.evaluate(
+        """() => {
+            const path = document.querySelector('[data-edge="model.vae->decode.vae"] .wf-edge-hit');
+            const point = path.getPointAtLength(path.getTotalLength() / 2);
+            const m = path.getScreenCTM();
+            return {x: point.x * m.a + m.e, y: point.y * m.d + m.f};
+        }"""
+    )
+    ui.page.mouse.click(middle["x"], middle["y"])
+    ui.page.wait_for_selector('[data-edge="model.vae->decode.vae"].selected')
+    ui.page.keyboard.press("Delete")
+    assert "model.vae->decode.vae" not in edges(ui)
+
 
 def test_open_an_images_graph_from_the_gallery_change_the_seed_and_run(ui: Ui, server: ServerProcess, tiny_model):
     original = generate(server, t2i_graph(prompt="from the gallery", seed=11, size=64, steps=3))

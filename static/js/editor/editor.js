@@ -204,10 +204,12 @@ class Editor {
     if (light) this.#upgradeSoon();
   }
 
-  /** Put the real controls into light nodes, those on screen first, a few milliseconds' worth per frame. */
+  /** Put the real controls into light nodes, those on screen first, a few milliseconds at a time when the
+   * page is idle (so input and drawing go first). */
   #upgradeSoon() {
     if (this.upgrading) return;
     this.upgrading = true;
+    const later = (fn) => requestIdleCallback(fn, { timeout: 100 });
     const slice = () => {
       const visible = this.view.visibleRect();
       const onScreen = (view) => overlaps(this.rectOf(view.id), visible);
@@ -221,11 +223,10 @@ class Editor {
       }
       for (const view of done) view.measure();
       if (done.length) this.edges.redrawNodes(done.map((view) => view.id));
-      if (waiting.length > done.length) requestAnimationFrame(() => setTimeout(slice, 0));
+      if (waiting.length > done.length) later(slice);
       else this.upgrading = false;
     };
-    // After the first frame with the light nodes is out.
-    requestAnimationFrame(() => setTimeout(slice, 0));
+    later(slice);
   }
 
   /** A light node someone reaches for gets its controls now; true if it had to. */

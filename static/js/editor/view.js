@@ -45,12 +45,13 @@ export class View {
 
   #render() {
     this.world.style.transform = `translate(${this.x}px, ${this.y}px) scale(${this.k})`;
-    this.canvas.style.setProperty("--zoom", this.k);
-    // The dot grid follows the zoom down to 40 %; further out it would be thousands of dots to paint per frame.
-    this.canvas.style.setProperty("--grid", `${24 * this.k}px`);
+    // The dot grid moves and scales with the canvas, down to 40 %; further out it would be thousands of dots
+    // to paint per frame. Plain properties, not custom ones: a custom property changed here would be
+    // inherited by every node and restyle them all on every pan.
+    const style = this.canvas.style;
+    style.backgroundSize = `${24 * this.k}px ${24 * this.k}px`;
+    style.backgroundPosition = `${this.x}px ${this.y}px`;
     this.canvas.classList.toggle("wf-far", this.k < 0.4);
-    this.canvas.style.setProperty("--pan-x", `${this.x}px`);
-    this.canvas.style.setProperty("--pan-y", `${this.y}px`);
   }
 
   toWorld(clientX, clientY) {
