@@ -391,6 +391,28 @@ def test_keyboard_copy_paste_and_box_select(ui: Ui, tiny_model):
     assert ui.page.evaluate("window.imagegraph.editor.doc.node('noise_2').x") == start + 10
 
 
+def test_connect_and_disconnect_from_the_keyboard(ui: Ui, tiny_model):
+    open_editor(ui)
+    open_graph(ui, small_graph())
+    # Delete on an input's connector disconnects it...
+    ui.page.focus(f'{node(ui, "decode")} [data-input="vae"]')
+    ui.page.keyboard.press("Delete")
+    assert "model.vae->decode.vae" not in edges(ui)
+    # ...and Enter on an output, then on an input, connects them; while choosing, the inputs that fit are marked.
+    ui.page.focus(f'{node(ui, "model")} [data-output="vae"]')
+    ui.page.keyboard.press("Enter")
+    assert ui.page.get_attribute(f'{node(ui, "decode")} [data-input="vae"]', "data-compat") == "yes"
+    assert ui.page.get_attribute(f'{node(ui, "denoise")} [data-input="unet"]', "data-compat") == "no"
+    ui.page.focus(f'{node(ui, "decode")} [data-input="vae"]')
+    ui.page.keyboard.press("Enter")
+    assert "model.vae->decode.vae" in edges(ui)
+    assert ui.page.locator("[data-compat]").count() == 0
+    # Tab reaches a node, Enter goes into its first field.
+    ui.page.focus(node(ui, "noise"))
+    ui.page.keyboard.press("Enter")
+    assert ui.page.evaluate("document.activeElement.dataset.field") == "seed"
+
+
 def test_drop_a_json_graph_and_png_files(ui: Ui, server: ServerProcess, tiny_model):
     open_editor(ui)
     graph = small_graph(seed=77)
