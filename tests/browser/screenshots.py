@@ -139,18 +139,18 @@ def workflow(page, server: ServerProcess, out: Path) -> None:
     page.mouse.move(0, 0)
     page.screenshot(path=str(out / "workflow.png"))
 
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.evaluate("window.imagegraph.editor.fit()")
+    page.screenshot(path=str(out / "workflow-phone.png"))
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.evaluate("window.imagegraph.editor.fit()")
+
     # A 422: each message on the node and field it names.
     page.fill('[data-node-id="denoise"] [data-field="steps"]', "0")
     page.fill('[data-node-id="noise"] [data-field="width"]', "100")
     page.click('[data-action="invoke"]')
     page.wait_for_selector('[data-node-id="denoise"][data-state="invalid"]')
     page.screenshot(path=str(out / "workflow-invalid.png"))
-    page.keyboard.press("Control+z")
-
-    page.set_viewport_size({"width": 390, "height": 844})
-    page.evaluate("window.imagegraph.editor.fit()")
-    page.screenshot(path=str(out / "workflow-phone.png"))
-    page.set_viewport_size({"width": 1280, "height": 800})
 
 
 def main() -> int:
