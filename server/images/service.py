@@ -150,7 +150,11 @@ class ImageService:
         if self.workflows is None:
             return None
         raw = await self._sessions.get_raw(session_id)
-        workflow_id = None if raw is None else _session_workflow.decode(raw).workflow_id
+        try:
+            workflow_id = None if raw is None else _session_workflow.decode(raw).workflow_id
+        except msgspec.DecodeError:  # an unreadable session row costs the chunk, never the image
+            log.warning("session %s holds no readable workflow_id", session_id)
+            return None
         return None if workflow_id is None else await self.workflows.chunk(workflow_id)
 
     async def upload(
