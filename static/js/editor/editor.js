@@ -82,7 +82,11 @@ class Editor {
       for (const entry of entries) {
         const id = entry.target.dataset.nodeId;
         const view = this.views.get(id);
-        if (view?.element === entry.target && view.measure()) ids.push(id);
+        if (view?.element !== entry.target) continue;
+        // Every node is reported once when first observed, already measured: nothing to redo then.
+        const box = entry.borderBoxSize?.[0];
+        const same = box && view.offsets && Math.abs(box.inlineSize - view.size.width) < 1 && Math.abs(box.blockSize - view.size.height) < 1;
+        if (!same && view.measure()) ids.push(id);
       }
       if (ids.length) this.edges.redrawNodes(ids);
     });
@@ -183,18 +187,20 @@ class Editor {
     let fresh = 0;
     for (const id of this.doc.nodes.keys()) if (!this.views.has(id)) fresh += 1;
     const light = fresh >= LIGHT_FROM;
+    const added = document.createDocumentFragment();
     for (const node of this.doc.nodes.values()) {
       let view = this.views.get(node.id);
       if (!view) {
         view = new NodeView(this, node, { light });
         this.views.set(node.id, view);
-        this.nodeLayer.append(view.element);
+        added.append(view.element);
         this.resizes.observe(view.element);
         rebuilt.push(view);
       } else if (view.render(node)) {
         rebuilt.push(view);
       }
     }
+    this.nodeLayer.append(added);
     // Read every rebuilt node's connectors in one pass, after all of them are in place (one layout).
     for (const view of rebuilt) view.measure();
     this.selection.prune();
