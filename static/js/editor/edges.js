@@ -4,7 +4,7 @@
 // refused visibly with the reason; dropping into empty space offers the node types that fit.
 
 import { edgeKey, makeEdge } from "./graphdoc.js";
-import { checkEdge, outputType } from "./rules.js";
+import { checkEdge, firstInputFor, firstOutputFor, inputSpec, outputType } from "./rules.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const DRAG_SLOP = 4;
@@ -226,8 +226,35 @@ export class Connector {
     const under = document.elementFromPoint(event.clientX, event.clientY);
     if (!target && this.editor.canvas.contains(under) && !under.closest(".wf-node, .wf-menu, .wf-zoom")) {
       const at = this.editor.view.toWorld(event.clientX, event.clientY);
-      this.editor.openMenuFor(drag.from, at, { x: event.clientX, y: event.clientY });
+      this.offerNodes(drag.from, at, { x: event.clientX, y: event.clientY });
     }
+  }
+
+  /** A connection dropped into empty space: offer the node types that can take it, add one, connect it. */
+  offerNodes(from, at, client) {
+    const editor = this.editor;
+    const giving = from.kind === "out";
+    const type = giving
+      ? outputType(editor.doc, editor.catalogue, from.nodeId, from.field)
+      : (inputSpec(editor.doc, editor.catalogue, from.nodeId, from.field)?.type ?? "any");
+    const fits = (spec) => (giving ? firstInputFor(spec, type) : firstOutputFor(spec, type));
+    editor.menu.open({
+      specs: editor.catalogue.all().filter(fits),
+      client,
+      title: `Add a node ${giving ? "taking" : "giving"} ${type}`,
+      onPick: (picked) => {
+        const spec = editor.catalogue.spec(picked);
+        // The new node goes right of an output it takes from, left of an input it feeds.
+        const id = editor.addNode(picked, giving ? { x: at.x + 20, y: at.y - 20 } : { x: at.x - 260, y: at.y - 20 }, { label: false });
+        const field = fits(spec).name;
+        const edge = giving ? makeEdge(from.nodeId, from.field, id, field) : makeEdge(id, field, from.nodeId, from.field);
+        const check = checkEdge(editor.doc, editor.catalogue, edge);
+        if (check.ok) editor.doc.connect(edge, { many: check.many });
+        editor.refresh();
+        editor.commit(`Add ${spec.title}`);
+        editor.say(`Added ${spec.title} “${id}”${check.ok ? `, connected to ${from.nodeId}.${from.field}` : ""}.`);
+      },
+    });
   }
 
   /** A dropped-back detached edge that could not go where it was dropped returns to where it was. */

@@ -4,33 +4,32 @@
 //
 // Parts: view.js (pan, zoom, box select), nodes.js + widgets.js (node elements and their controls),
 // edges.js + rules.js (drawing and making edges), selection.js (select, move, clipboard), history.js,
-// layout.js, menu.js (add a node), run.js, library.js, files.js, pickers.js, keys.js.
+// layout.js + placement.js (where nodes go), menu.js (add a node), run.js, problems.js (422s on the nodes),
+// library.js, files.js, draft.js, pickers.js, input.js + keys.js (pointer and keyboard).
 
 import { api } from "../api.js";
 import { $, errorText } from "../dom.js";
 import { bus, store } from "../state.js";
 import { Catalogue } from "./catalogue.js";
 import { Connector, EdgeLayer } from "./edges.js";
+import { restoreDraft, saveDraft } from "./draft.js";
 import { downloadJson, fileNameFor, readGraphFile } from "./files.js";
-import { edgeKey, GraphDoc, makeEdge } from "./graphdoc.js";
+import { edgeKey, GraphDoc } from "./graphdoc.js";
 import { History } from "./history.js";
-import { handleKey } from "./keys.js";
-import { layeredLayout, overlaps } from "./layout.js";
+import { wireCanvas, wireFileDrop } from "./input.js";
 import { Library } from "./library.js";
 import { NodeMenu } from "./menu.js";
-import { emptyStatus, NodeView } from "./nodes.js";
+import { NodeView, upgradeLightNodes } from "./nodes.js";
 import { pickImage } from "./pickers.js";
-import { checkEdge, firstInputFor, firstOutputFor, inputSpec, outputType } from "./rules.js";
+import { clearProblems, showProblems } from "./problems.js";
+import { bounds, freeSpot, layOut, nextSpot, placeUnplaced, rectOf, reveal } from "./placement.js";
 import { Runner } from "./run.js";
 import { NodeMover, Selection } from "./selection.js";
 import { View } from "./view.js";
 
-const DRAFT_KEY = "imagegraph.workflow.draft";
-const NODE_GAP = 60;
 // A refresh that makes this many nodes at once draws them "light" (values as text) and puts their controls
-// in over the next frames, so a big graph shows at once (bench/editor.py).
+// in afterwards, so a big graph shows at once (bench/editor.py).
 const LIGHT_FROM = 16;
-const UPGRADE_BUDGET_MS = 8;
 
 class Editor {
   constructor() {
@@ -65,7 +64,7 @@ class Editor {
       },
       onChange: () => {
         $("#wf-zoom").textContent = `${Math.round(this.view.k * 100)} %`;
-        this.#saveDraftSoon();
+        this.saveDraftSoon();
       },
     });
     this.edges = new EdgeLayer(this, $("#wf-edges"));
@@ -102,7 +101,7 @@ class Editor {
       this.say(`Could not load the node types: ${errorText(error)}. Reload the page to try again.`, "error");
       return;
     }
-    this.#restoreDraft();
+    restoreDraft(this);
     this.ready = true;
     for (const request of this.queued ?? []) request();
     this.queued = null;
@@ -207,32 +206,7 @@ class Editor {
     this.edges.sync();
     this.selection.apply();
     this.page.classList.toggle("wf-is-empty", this.doc.nodes.size === 0);
-    if (light) this.#upgradeSoon();
-  }
-
-  /** Put the real controls into light nodes, those on screen first, a few milliseconds at a time when the
-   * page is idle (so input and drawing go first). */
-  #upgradeSoon() {
-    if (this.upgrading) return;
-    this.upgrading = true;
-    const later = (fn) => requestIdleCallback(fn, { timeout: 100 });
-    const slice = () => {
-      const visible = this.view.visibleRect();
-      const onScreen = (view) => overlaps(this.rectOf(view.id), visible);
-      const waiting = [...this.views.values()].filter((view) => view.light).sort((a, b) => onScreen(b) - onScreen(a));
-      const start = performance.now();
-      const done = [];
-      for (const view of waiting) {
-        if (done.length && performance.now() - start > UPGRADE_BUDGET_MS) break;
-        view.upgrade(this.doc.node(view.id));
-        done.push(view);
-      }
-      for (const view of done) view.measure();
-      if (done.length) this.edges.redrawNodes(done.map((view) => view.id));
-      if (waiting.length > done.length) later(slice);
-      else this.upgrading = false;
-    };
-    later(slice);
+    if (light) upgradeLightNodes(this);
   }
 
   /** A light node someone reaches for gets its controls now; true if it had to. */
@@ -249,7 +223,7 @@ class Editor {
   /** Record the document as it is now as one undoable edit. */
   commit(label) {
     if (!this.history.commit(this.doc.snapshot(), label)) return false;
-    this.#saveDraftSoon();
+    this.saveDraftSoon();
     this.updateToolbar();
     return true;
   }
@@ -275,66 +249,18 @@ class Editor {
   /** Add a node of `type` with its top-left at `at` (or beside the last one added); returns its id. */
   addNode(type, at = null, { label } = {}) {
     const spec = this.catalogue.spec(type);
-    const spot = at ?? this.#nextSpot();
-    const free = this.#freeSpot(spot.x, spot.y);
+    const spot = at ?? nextSpot(this);
+    const free = freeSpot(this, spot.x, spot.y);
     const node = this.doc.addNode({ type, x: free.x, y: free.y });
     this.lastAdded = node.id;
     this.refresh();
     this.selection.set([node.id]);
-    if (!at) this.#reveal(node.id); // a node put where the person pointed is already in view
+    if (!at) reveal(this, node.id); // a node put where the person pointed is already in view
     if (label !== false) {
       this.commit(label ?? `Add ${spec.title}`);
       this.say(`Added ${spec.title} “${node.id}”.`);
     }
     return node.id;
-  }
-
-  #nextSpot() {
-    const last = this.lastAdded && this.doc.node(this.lastAdded);
-    const visible = this.view.visibleRect();
-    if (!last) return { x: visible.x + 40, y: visible.y + 40 };
-    const width = this.views.get(last.id)?.size.width ?? 240;
-    const x = last.x + width + NODE_GAP;
-    if (x + width <= visible.x + visible.width) return { x, y: last.y };
-    // The row is full: start a new one under everything in view.
-    let bottom = visible.y;
-    for (const [id, view] of this.views) {
-      const node = this.doc.node(id);
-      if (node.x < visible.x + visible.width && node.x + view.size.width > visible.x) bottom = Math.max(bottom, node.y + view.size.height);
-    }
-    return { x: visible.x + 40, y: bottom + NODE_GAP / 2 };
-  }
-
-  /** Where a node is drawn, {x, y, width, height} in canvas units. */
-  rectOf(id) {
-    const node = this.doc.node(id);
-    const size = this.views.get(id)?.size ?? { width: 240, height: 120 };
-    return { x: node?.x ?? 0, y: node?.y ?? 0, width: size.width, height: size.height };
-  }
-
-  /** The first place at or below (x, y) where a new node overlaps no other. */
-  #freeSpot(x, y, width = 240, height = 140) {
-    for (let tries = 0; tries < 60; tries++) {
-      const spot = { x, y, width, height };
-      const hit = [...this.views.keys()].map((id) => this.rectOf(id)).find((rect) => overlaps(rect, spot));
-      if (!hit) return { x, y };
-      y = hit.y + hit.height + 24;
-    }
-    return { x, y };
-  }
-
-  /** Pan so the node is on screen (a node added off-screen, a problem found on one). */
-  #reveal(id) {
-    const node = this.doc.node(id);
-    const view = this.views.get(id);
-    if (!node || !view) return;
-    const visible = this.view.visibleRect();
-    // Its header in view is enough: a tall node need not fit whole.
-    const inside =
-      node.x >= visible.x && node.y >= visible.y && node.x + view.size.width <= visible.x + visible.width && node.y + 48 <= visible.y + visible.height;
-    if (inside) return;
-    const centre = this.view.centre();
-    this.view.panBy((centre.x - (node.x + view.size.width / 2)) * this.view.k, (centre.y - (node.y + view.size.height / 2)) * this.view.k);
   }
 
   deleteSelection() {
@@ -371,7 +297,7 @@ class Editor {
   #restoreSnapshot(entry, verb) {
     this.doc.restore(entry.snapshot);
     this.refresh();
-    this.#saveDraftSoon();
+    this.saveDraftSoon();
     this.updateToolbar();
     this.say(`${verb}: ${entry.label}.`);
   }
@@ -402,32 +328,6 @@ class Editor {
     });
   }
 
-  /** A connection dropped into empty space: offer the node types that can take it, add one, connect it. */
-  openMenuFor(from, at, client) {
-    const giving = from.kind === "out";
-    const type = giving
-      ? outputType(this.doc, this.catalogue, from.nodeId, from.field)
-      : (inputSpec(this.doc, this.catalogue, from.nodeId, from.field)?.type ?? "any");
-    const fits = (spec) => (giving ? firstInputFor(spec, type) : firstOutputFor(spec, type));
-    this.menu.open({
-      specs: this.catalogue.all().filter(fits),
-      client,
-      title: `Add a node ${giving ? "taking" : "giving"} ${type}`,
-      onPick: (picked) => {
-        const spec = this.catalogue.spec(picked);
-        // The new node goes right of an output it takes from, left of an input it feeds.
-        const id = this.addNode(picked, giving ? { x: at.x + 20, y: at.y - 20 } : { x: at.x - 260, y: at.y - 20 }, { label: false });
-        const field = fits(spec).name;
-        const edge = giving ? makeEdge(from.nodeId, from.field, id, field) : makeEdge(id, field, from.nodeId, from.field);
-        const check = checkEdge(this.doc, this.catalogue, edge);
-        if (check.ok) this.doc.connect(edge, { many: check.many });
-        this.refresh();
-        this.commit(`Add ${spec.title}`);
-        this.say(`Added ${spec.title} “${id}”${check.ok ? `, connected to ${from.nodeId}.${from.field}` : ""}.`);
-      },
-    });
-  }
-
   #screenCentre() {
     const rect = this.canvas.getBoundingClientRect();
     return { x: rect.left + rect.width / 2 - 140, y: rect.top + 60 };
@@ -440,72 +340,24 @@ class Editor {
 
   // ---- layout and view -----------------------------------------------------------------------------------
 
-  bounds(ids = this.doc.nodes.keys()) {
-    let left = Infinity;
-    let top = Infinity;
-    let right = -Infinity;
-    let bottom = -Infinity;
-    for (const id of ids) {
-      const node = this.doc.node(id);
-      const size = this.views.get(id)?.size ?? { width: 240, height: 120 };
-      left = Math.min(left, node.x);
-      top = Math.min(top, node.y);
-      right = Math.max(right, node.x + size.width);
-      bottom = Math.max(bottom, node.y + size.height);
-    }
-    return Number.isFinite(left) ? { x: left, y: top, width: right - left, height: bottom - top } : null;
+  rectOf(id) {
+    return rectOf(this, id);
   }
 
   fit() {
-    const bounds = this.bounds();
-    if (bounds) this.view.fit(bounds);
+    const box = bounds(this);
+    if (box) this.view.fit(box);
     else this.view.setState({ x: 40, y: 40, k: 1 });
   }
 
   /** Lay out the whole graph, layered left to right, as one undoable edit. */
   autoLayout() {
     if (!this.doc.nodes.size) return;
-    this.#layOut([...this.doc.nodes.keys()]);
+    layOut(this, [...this.doc.nodes.keys()]);
     this.refresh();
     this.fit();
     this.commit("Auto-layout");
     this.say("Laid out left to right.");
-  }
-
-  #layOut(ids) {
-    const items = ids.map((id) => ({ id, ...(this.views.get(id)?.size ?? { width: 240, height: 120 }) }));
-    const links = this.doc.edges.map((e) => ({ from: e.source.node_id, to: e.destination.node_id }));
-    for (const [id, { x, y }] of layeredLayout(items, links)) {
-      const node = this.doc.node(id);
-      node.x = x;
-      node.y = y;
-    }
-  }
-
-  /** Give nodes a drawing had no place for a place: all of them laid out, or each beside what feeds it. */
-  #placeUnplaced(unplaced) {
-    if (!unplaced.length) return;
-    if (unplaced.length === this.doc.nodes.size) {
-      this.#layOut(unplaced);
-      return;
-    }
-    const placed = new Set([...this.doc.nodes.keys()].filter((id) => !unplaced.includes(id)));
-    for (const id of unplaced) {
-      const feeders = this.doc.edgesInto(id).map((e) => e.source.node_id).filter((source) => placed.has(source));
-      const node = this.doc.node(id);
-      if (feeders.length) {
-        node.x = Math.max(...feeders.map((f) => this.doc.node(f).x + (this.views.get(f)?.size.width ?? 240))) + NODE_GAP;
-        node.y = Math.min(...feeders.map((f) => this.doc.node(f).y));
-      } else {
-        const all = this.bounds(placed) ?? { x: 0, y: 0, height: 0 };
-        node.x = all.x;
-        node.y = all.y + all.height + NODE_GAP;
-      }
-      const free = this.#freeSpot(node.x, node.y, this.views.get(id)?.size.width, this.views.get(id)?.size.height);
-      node.x = free.x;
-      node.y = free.y;
-      placed.add(id);
-    }
   }
 
   // ---- opening and saving --------------------------------------------------------------------------------
@@ -522,13 +374,13 @@ class Editor {
     const { unplaced, dropped } = this.doc.load(graph, layout);
     this.lastAdded = null;
     this.refresh();
-    this.#placeUnplaced(unplaced);
+    placeUnplaced(this, unplaced);
     this.refresh();
     this.fit();
     this.commit(label);
     this.workflow = workflow ? { id: workflow.id, name: workflow.name, description: workflow.description ?? "" } : null;
     this.savedSnapshot = workflow ? this.history.current : null;
-    this.#saveDraftSoon();
+    this.saveDraftSoon();
     this.updateToolbar();
     this.library.render();
     if (!dropped.length) return "";
@@ -546,14 +398,14 @@ class Editor {
   savedAs(workflow) {
     this.workflow = workflow ? { id: workflow.id, name: workflow.name, description: workflow.description ?? "" } : null;
     this.savedSnapshot = workflow ? this.history.current : null;
-    this.#saveDraftSoon();
+    this.saveDraftSoon();
     this.updateToolbar();
     this.library.render();
   }
 
   renamed(workflow) {
     this.workflow = { ...this.workflow, name: workflow.name, description: workflow.description ?? "" };
-    this.#saveDraftSoon();
+    this.saveDraftSoon();
     this.updateToolbar();
   }
 
@@ -591,56 +443,12 @@ class Editor {
   // ---- run and validation status -------------------------------------------------------------------------
 
   clearStatus() {
-    for (const view of this.views.values()) {
-      view.status = emptyStatus();
-      view.applyStatus();
-    }
-    if (this.invalidEdges.size) {
-      this.invalidEdges.clear();
-      this.edges.sync();
-    }
+    clearProblems(this);
   }
 
-  /**
-   * Put each 422 error on the node and field its `loc` names (`prefix` is where the graph sits in the
-   * request; `edges` the edges in the order they were sent). Returns how many found a node.
-   */
+  /** A 422's errors on the nodes and fields they name (problems.js); how many found a node. */
   showProblems(errors, prefix, edges) {
-    let shown = 0;
-    const general = [];
-    const touched = new Set();
-    const onNode = (id, field, msg) => {
-      const view = this.views.get(id);
-      if (!view) return false;
-      if (field === undefined || field === "id" || field === "type" || !view.rows.has(field)) {
-        view.status.messages.push(field === undefined || field === "type" || view.rows.has(field) ? msg : `${field}: ${msg}`);
-      } else {
-        if (!view.status.fieldErrors.has(field)) view.status.fieldErrors.set(field, []);
-        view.status.fieldErrors.get(field).push(msg);
-      }
-      view.status.state = "invalid";
-      touched.add(id);
-      return true;
-    };
-    for (const { loc = [], msg } of errors) {
-      const inGraph = prefix.every((part, i) => loc[i] === part);
-      const rest = inGraph ? loc.slice(prefix.length) : [];
-      let placed = false;
-      if (rest[0] === "nodes") placed = onNode(String(rest[1]), rest[2] === undefined ? undefined : String(rest[2]), msg);
-      else if (rest[0] === "edges" && edges[rest[1]]) {
-        const edge = edges[rest[1]];
-        this.invalidEdges.add(edgeKey(edge));
-        placed = onNode(edge.destination.node_id, edge.destination.field, msg);
-      }
-      if (placed) shown += 1;
-      else general.push(msg);
-    }
-    for (const id of touched) this.views.get(id).applyStatus();
-    this.edges.sync();
-    if (general.length) $("#wf-problems").textContent = general.join(" · ");
-    const first = [...touched][0];
-    if (first) this.#reveal(first);
-    return shown;
+    return showProblems(this, errors, prefix, edges);
   }
 
   say(text, kind = "info") {
@@ -651,7 +459,7 @@ class Editor {
   }
 
   moved() {
-    this.#saveDraftSoon();
+    this.saveDraftSoon();
   }
 
   updateToolbar() {
@@ -681,113 +489,17 @@ class Editor {
 
   // ---- the draft kept in this browser --------------------------------------------------------------------
 
-  #saveDraftSoon() {
+  saveDraftSoon() {
     if (!this.ready) return;
     clearTimeout(this.draftTimer);
-    this.draftTimer = setTimeout(() => {
-      const draft = { doc: this.doc.snapshot(), workflow: this.workflow, saved: this.savedSnapshot, view: this.view.state() };
-      try {
-        localStorage.setItem(DRAFT_KEY, JSON.stringify(draft));
-      } catch (error) {
-        console.warn("could not keep the workflow draft", error);
-      }
-    }, 250);
-  }
-
-  #restoreDraft() {
-    let draft = null;
-    try {
-      draft = JSON.parse(localStorage.getItem(DRAFT_KEY) ?? "null");
-    } catch {
-      draft = null;
-    }
-    if (!draft?.doc) {
-      this.refresh();
-      this.updateToolbar();
-      return;
-    }
-    try {
-      this.doc.restore(draft.doc);
-    } catch {
-      this.doc = new GraphDoc();
-    }
-    this.history.reset(this.doc.snapshot());
-    this.workflow = draft.workflow ?? null;
-    this.savedSnapshot = draft.saved === draft.doc ? this.history.current : (draft.saved ?? null);
-    this.refresh();
-    if (draft.view) this.view.setState(draft.view);
-    this.updateToolbar();
+    this.draftTimer = setTimeout(() => saveDraft(this), 250);
   }
 
   // ---- wiring --------------------------------------------------------------------------------------------
 
   #wire() {
-    const canvas = this.canvas;
-    canvas.addEventListener("pointerdown", (event) => {
-      const port = event.target.closest(".wf-port");
-      if (port) {
-        const node = port.closest(".wf-node");
-        const kind = port.dataset.output !== undefined ? "out" : "in";
-        const field = kind === "out" ? port.dataset.output : port.dataset.input;
-        this.connector.pointerDown(event, { kind, nodeId: node.dataset.nodeId, field, element: port });
-        return;
-      }
-      const nodeElement = event.target.closest(".wf-node");
-      if (nodeElement) {
-        const id = nodeElement.dataset.nodeId;
-        const lightField = event.target.closest("[data-light-field]")?.dataset.lightField;
-        if (this.upgradeNow(id) && lightField) {
-          event.preventDefault();
-          this.views.get(id).rows.get(lightField)?.querySelector("[data-field]")?.focus();
-          this.selection.set([id]);
-          return;
-        }
-        if (event.target.closest("input, textarea, select, button, a, label, .wf-stray-value")) {
-          if (!this.selection.has(id) && !(event.shiftKey || event.ctrlKey || event.metaKey)) this.selection.set([id]);
-          return;
-        }
-        this.mover.pointerDown(event, id);
-        return;
-      }
-      const edge = event.target.closest(".wf-edge");
-      if (edge) this.selection.selectEdge(edge.dataset.edge);
-    });
-    canvas.addEventListener("pointermove", (event) => {
-      this.pointer = { x: event.clientX, y: event.clientY };
-      this.connector.pointerMove(event);
-      this.mover.pointerMove(event);
-    });
-    const up = (event) => {
-      this.connector.pointerUp(event);
-      this.mover.pointerUp(event);
-    };
-    canvas.addEventListener("pointerup", up);
-    canvas.addEventListener("pointercancel", up);
-    canvas.addEventListener("click", (event) => {
-      const port = event.target.closest(".wf-port");
-      if (port) {
-        const node = port.closest(".wf-node");
-        const kind = port.dataset.output !== undefined ? "out" : "in";
-        this.connector.click({ kind, nodeId: node.dataset.nodeId, field: kind === "out" ? port.dataset.output : port.dataset.input, element: port });
-        return;
-      }
-      const action = event.target.closest("[data-action]");
-      const nodeId = action?.closest(".wf-node")?.dataset.nodeId;
-      if (!action || !nodeId) return;
-      if (action.dataset.action === "delete-node") this.deleteNode(nodeId);
-      else if (action.dataset.action === "open-image") this.#openImage(action.dataset.imageName);
-    });
-    canvas.addEventListener("focusin", (event) => {
-      const node = event.target.closest(".wf-node");
-      // Tab onto a light node gives it its fields (not a connector's focus: rebuilding would remove it).
-      if (node && event.target === node) this.upgradeNow(node.dataset.nodeId);
-      if (node && event.target === node && !this.selection.has(node.dataset.nodeId)) this.selection.set([node.dataset.nodeId]);
-    });
-    document.addEventListener("keydown", (event) => {
-      if (this.page.hidden || !this.ready || document.querySelector("dialog[open]") || this.menu.isOpen) return;
-      handleKey(this, event);
-    });
-
+    wireCanvas(this);
+    wireFileDrop(this, (file) => this.ready && this.openFile(file));
     const actions = {
       new: () => this.newWorkflow(),
       "open-file": () => $("#wf-file-input").click(),
@@ -817,7 +529,6 @@ class Editor {
       if (file) this.openFile(file);
       fileInput.value = "";
     });
-    this.#wireDrop();
 
     bus.on("models-loaded", () => {
       this.modelsVersion += 1;
@@ -840,35 +551,7 @@ class Editor {
     });
   }
 
-  #wireDrop() {
-    const zone = this.page;
-    let depth = 0;
-    const hasFiles = (event) => [...(event.dataTransfer?.types ?? [])].includes("Files");
-    zone.addEventListener("dragenter", (event) => {
-      if (!hasFiles(event)) return;
-      depth += 1;
-      zone.classList.add("dragging");
-    });
-    zone.addEventListener("dragover", (event) => {
-      if (!hasFiles(event)) return;
-      event.preventDefault();
-      event.dataTransfer.dropEffect = "copy";
-    });
-    zone.addEventListener("dragleave", () => {
-      depth = Math.max(0, depth - 1);
-      if (!depth) zone.classList.remove("dragging");
-    });
-    zone.addEventListener("drop", (event) => {
-      if (!hasFiles(event)) return;
-      event.preventDefault();
-      depth = 0;
-      zone.classList.remove("dragging");
-      const file = event.dataTransfer.files[0];
-      if (file && this.ready) this.openFile(file);
-    });
-  }
-
-  async #openImage(name) {
+  async openImage(name) {
     try {
       bus.emit("open-image", await api.get(`/images/${encodeURIComponent(name)}`));
     } catch (error) {

@@ -7,6 +7,8 @@
 
 import { withToken } from "../api.js";
 import { h } from "../dom.js";
+import { overlaps } from "./layout.js";
+import { rectOf } from "./placement.js";
 import { preview, widget, widgetKind } from "./widgets.js";
 
 // Rarely changed: folded into "Options", built only when opened (fewer controls to lay out in a big graph),
@@ -16,6 +18,8 @@ const OPTIONS = new Set(["is_intermediate", "board", "use_cache"]);
 function isDefault(input, value) {
   return value === undefined || value === null || JSON.stringify(value) === JSON.stringify(input.default);
 }
+
+const UPGRADE_BUDGET_MS = 8;
 
 export function emptyStatus() {
   return { state: "idle", messages: [], fieldErrors: new Map(), progress: null, images: [] };
@@ -278,4 +282,29 @@ export class NodeView {
     Object.assign(this.status, changes);
     this.applyStatus();
   }
+}
+
+/** Put the real controls into the editor's light nodes, those on screen first, a few milliseconds at a time
+ * when the page is idle (so input and drawing go first). */
+export function upgradeLightNodes(editor) {
+  if (editor.upgrading) return;
+  editor.upgrading = true;
+  const later = (fn) => requestIdleCallback(fn, { timeout: 100 });
+  const slice = () => {
+    const visible = editor.view.visibleRect();
+    const onScreen = (view) => overlaps(rectOf(editor, view.id), visible);
+    const waiting = [...editor.views.values()].filter((view) => view.light).sort((a, b) => onScreen(b) - onScreen(a));
+    const start = performance.now();
+    const done = [];
+    for (const view of waiting) {
+      if (done.length && performance.now() - start > UPGRADE_BUDGET_MS) break;
+      view.upgrade(editor.doc.node(view.id));
+      done.push(view);
+    }
+    for (const view of done) view.measure();
+    if (done.length) editor.edges.redrawNodes(done.map((view) => view.id));
+    if (waiting.length > done.length) later(slice);
+    else editor.upgrading = false;
+  };
+  later(slice);
 }
