@@ -22,6 +22,7 @@ from server.db import Database
 from server.events import ServerEvent
 from server.graph.executor import Executor
 from server.graph.session import SessionStore
+from server.graph.workflows import WorkflowStore
 from server.http import app as app_routes
 from server.http import boards as board_routes
 from server.http import images as image_routes
@@ -29,6 +30,7 @@ from server.http import models as model_routes
 from server.http import nodes as node_routes
 from server.http import queue as queue_routes
 from server.http import sessions as session_routes
+from server.http import workflows as workflow_routes
 from server.http.errors import EXCEPTION_HANDLERS
 from server.http.io import json_response
 from server.http.openapi import build_openapi
@@ -61,6 +63,7 @@ def api_routes() -> list[BaseRoute]:
         *session_routes.routes,
         *node_routes.routes,
         *queue_routes.routes,
+        *workflow_routes.routes,
     ]
 
 
@@ -68,7 +71,13 @@ def build_services(settings: Settings, db: Database, hub: EventHub) -> Services:
     """Every service, wired: each producer gets the hub's `emit`, and what else it needs, from here."""
     emit = hub.emit
     sessions = SessionStore(db)
-    images = ImageService(settings, db, emit, graph_of=sessions.graph_of)
+    workflows = WorkflowStore(db)
+
+    async def workflow_of(session_id: str) -> str | None:
+        workflow_id = await sessions.workflow_id_of(session_id)
+        return None if workflow_id is None else await workflows.chunk(workflow_id)
+
+    images = ImageService(settings, db, emit, graph_of=sessions.graph_of, workflow_of=workflow_of)
     paths = PathRules(settings.root_path, settings.models_dir, settings.search_roots)
     models = ModelCatalogue(settings, emit, paths.allowed_folders())
     operations = ModelOperations(models, paths)
@@ -78,6 +87,7 @@ def build_services(settings: Settings, db: Database, hub: EventHub) -> Services:
         events=hub,
         images=images,
         sessions=sessions,
+        workflows=workflows,
         models=models,
         model_operations=operations,
         model_transforms=ModelTransforms(models, paths, operations),

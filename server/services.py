@@ -9,6 +9,7 @@ from server.config import Settings
 from server.db import Database
 from server.graph.executor import Executor
 from server.graph.session import SessionStore
+from server.graph.workflows import WorkflowStore
 from server.images.service import ImageService
 from server.models.catalogue import ModelCatalogue
 from server.models.operations import ModelOperations
@@ -24,6 +25,7 @@ class Services:
     events: EventHub
     images: ImageService
     sessions: SessionStore
+    workflows: WorkflowStore
     models: ModelCatalogue
     model_operations: ModelOperations
     model_transforms: ModelTransforms

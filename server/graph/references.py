@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from server.graph.fields import ImageField
-from server.graph.graph import Edge, Graph
+from server.graph.graph import Edge, Graph, GraphInput
 from server.graph.registry import input_fields
-from server.graph.validation import Loc, Problem
+from server.graph.validation import GraphInvalid, Loc, Problem, validate_graph
 from server.models import embeddings
 from server.models.schema import ModelIdentifier
 
@@ -33,6 +33,17 @@ class ModelLookup(Protocol):
 
 class ImageLookup(Protocol):
     async def get_dto(self, image_name: str) -> object | None: ...
+
+
+async def check_graph(data: GraphInput, models: ModelLookup, images: ImageLookup) -> tuple[Graph | None, list[Problem]]:
+    """A graph checked as every route that takes one checks it (sessions, workflows): its shape, types, edges
+    and cycles, then what it names. (graph, []) when it is fine, (None, problems) otherwise."""
+    try:
+        graph = validate_graph(data)
+    except GraphInvalid as exc:
+        return None, exc.problems
+    problems = await missing_references(graph, models, images)
+    return (None, problems) if problems else (graph, [])
 
 
 async def missing_references(graph: Graph, models: ModelLookup, images: ImageLookup) -> list[Problem]:

@@ -27,6 +27,8 @@ class Session(msgspec.Struct, kw_only=True):
     results: dict[str, AnyOutput] = {}
     # node id -> what went wrong; a failure not tied to a node (a crash) is under the node that was running.
     errors: dict[str, str] = {}
+    # The saved workflow the graph came from (POST /sessions/?workflow_id=): its images carry its name and layout.
+    workflow_id: str | None = None
     created_at: str
     updated_at: str
     # When it was last queued: the queue's order, kept when a stopping server puts its running session back.
@@ -40,6 +42,13 @@ class SessionPage(msgspec.Struct, kw_only=True):
     total: int
 
 
+class _WorkflowId(msgspec.Struct):
+    workflow_id: str | None = None
+
+
+_workflow_id = msgspec.json.Decoder(_WorkflowId)
+
+
 class SessionStore:
     """Sessions by id. `updated_at` of a queued session is when it was queued: restart re-queues in that order."""
 
@@ -49,9 +58,9 @@ class SessionStore:
         self._encoder = msgspec.json.Encoder()
 
     @staticmethod
-    def new(graph: Graph) -> Session:
+    def new(graph: Graph, workflow_id: str | None = None) -> Session:
         now = utc_now()
-        return Session(id=str(uuid.uuid4()), graph=graph, created_at=now, updated_at=now)
+        return Session(id=str(uuid.uuid4()), graph=graph, workflow_id=workflow_id, created_at=now, updated_at=now)
 
     async def save(self, session: Session) -> None:
         session.updated_at = utc_now()
@@ -62,6 +71,11 @@ class SessionStore:
 
     async def get_raw(self, session_id: str) -> str | None:
         return await self.items.get_raw(session_id)
+
+    async def workflow_id_of(self, session_id: str) -> str | None:
+        """The saved workflow a session came from, read from its stored JSON alone."""
+        raw = await self.items.get_raw(session_id)
+        return None if raw is None else _workflow_id.decode(raw).workflow_id
 
     async def graph_of(self, session_id: str) -> msgspec.Raw | None:
         """The session's graph as its images embed it (accumulators removed), raw; None for no such session."""

@@ -11,10 +11,10 @@ from starlette.routing import Route
 
 from server.graph.executor import Executor, SessionConflict
 from server.graph.graph import Edge, GraphInput
-from server.graph.references import missing_references
+from server.graph.references import check_graph
 from server.graph.registry import AnyNode
 from server.graph.session import Session, SessionPage, SessionStore
-from server.graph.validation import GraphInvalid, Problem, validate_graph
+from server.graph.validation import Problem
 from server.http.errors import ApiError, ErrorItem, not_found
 from server.http.io import Operation, decode_body, json_response, operation
 from server.http.state import services
@@ -26,6 +26,11 @@ TAGS = ("sessions",)
 class PageQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     offset: Offset = 0
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50
+
+
+class CreateQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # The saved workflow the graph comes from: each image the session saves carries its name and layout.
+    workflow_id: str | None = None
 
 
 class InvokeQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -68,18 +73,24 @@ def _invalid(problems: list[Problem]) -> ApiError:
 
 
 @_documents_body(NewGraph)
-@operation("Create a session from a graph (validated)", tags=TAGS, responses={201: Session, 422: None})
-async def create_session(request: Request) -> Response:
+@operation(
+    "Create a session from a graph (validated); `workflow_id` names the saved workflow it comes from",
+    tags=TAGS,
+    query=CreateQuery,
+    responses={201: Session, 422: None},
+)
+async def create_session(request: Request, query: CreateQuery) -> Response:
     data = await decode_body(request, GraphInput)
-    try:
-        graph = validate_graph(data)
-    except GraphInvalid as exc:
-        raise _invalid(exc.problems) from None
     svc = services(request)
-    problems = await missing_references(graph, svc.models, svc.images)
-    if problems:
+    graph, problems = await check_graph(data, svc.models, svc.images)
+    if query.workflow_id is not None and not await svc.workflows.exists(query.workflow_id):
+        msg = f"there is no saved workflow {query.workflow_id[:80]!r}; GET /api/v1/workflows/ lists them"
+        error = _invalid(problems) if problems else ApiError(422, f"`workflow_id`: {msg}")
+        error.errors.append(ErrorItem(loc=["query", "workflow_id"], msg=msg))
+        raise error
+    if graph is None:
         raise _invalid(problems)
-    session = SessionStore.new(graph)
+    session = SessionStore.new(graph, workflow_id=query.workflow_id)
     await svc.sessions.save(session)
     return json_response(session, 201, headers={"Location": f"/api/v1/sessions/{session.id}"})
 

@@ -1,6 +1,7 @@
 """Generation metadata other tools leave in their images, parsed into the object `/metadata` returns.
 
-- ours / InvokeAI: tEXt `invokeai_metadata` and `invokeai_graph`, kept as they are;
+- ours / InvokeAI: tEXt `invokeai_metadata` and `invokeai_graph`, kept as they are (and our editor's
+  `imagegraph_workflow`, the layout);
 - ComfyUI: tEXt `prompt` (the API graph) and `workflow` (the editor's document);
 - AUTOMATIC1111: tEXt `parameters`, or in a JPEG/WebP the EXIF UserComment, a text block like
   `prompt\\nNegative prompt: ...\\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x768, Model: x`.
@@ -18,7 +19,7 @@ import msgspec
 from server.images.metadata import is_json, is_json_object
 
 # Chunks copied into the PNG we store, so the file keeps what the user uploaded.
-KEPT_CHUNKS = ("invokeai_metadata", "invokeai_graph", "parameters", "prompt", "workflow")
+KEPT_CHUNKS = ("invokeai_metadata", "invokeai_graph", "imagegraph_workflow", "parameters", "prompt", "workflow")
 EXIF_IFD = 0x8769
 USER_COMMENT = 0x9286
 
@@ -34,6 +35,7 @@ class ForeignMetadata(msgspec.Struct, kw_only=True):
 
     metadata: str | None = None
     graph: str | None = None
+    workflow: str | None = None
     chunks: dict[str, str] = {}
 
 
@@ -48,6 +50,8 @@ def read_foreign_metadata(text_chunks: dict[str, str], exif_comment: str | None)
         found.metadata = chunks["invokeai_metadata"]
     if is_json_object(chunks.get("invokeai_graph", "")):
         found.graph = chunks["invokeai_graph"]
+    if is_json_object(chunks.get("imagegraph_workflow", "")):
+        found.workflow = chunks["imagegraph_workflow"]
     if found.metadata is None and ("prompt" in chunks or "workflow" in chunks):
         parsed = parse_comfyui(chunks.get("prompt"), chunks.get("workflow"))
         if parsed is not None:

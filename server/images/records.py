@@ -118,7 +118,13 @@ async def image_exists(conn: Queryable, image_name: str) -> bool:
         return await cursor.fetchone() is not None
 
 
-async def insert_image(conn: Queryable, record: ImageRecord, metadata: str | None, graph: str | None) -> None:
+async def insert_image(
+    conn: Queryable,
+    record: ImageRecord,
+    metadata: str | None,
+    graph: str | None,
+    workflow: str | None = None,
+) -> None:
     await conn.execute(
         f"INSERT INTO images ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -135,10 +141,10 @@ async def insert_image(conn: Queryable, record: ImageRecord, metadata: str | Non
             int(record.starred),
         ),
     )
-    if metadata is not None or graph is not None:
+    if metadata is not None or graph is not None or workflow is not None:
         await conn.execute(
-            "INSERT INTO image_metadata (image_name, metadata, graph) VALUES (?, ?, ?)",
-            (record.image_name, metadata, graph),
+            "INSERT INTO image_metadata (image_name, metadata, graph, workflow) VALUES (?, ?, ?, ?)",
+            (record.image_name, metadata, graph, workflow),
         )
 
 
@@ -171,14 +177,14 @@ async def all_names(conn: Queryable) -> set[str]:
         return {row[0] for row in await cursor.fetchall()}
 
 
-async def get_metadata(conn: Queryable, image_name: str) -> tuple[str | None, str | None, str | None]:
-    """(session_id, metadata, graph) of an image; raises ImageNotFound when there is no such record."""
+async def get_metadata(conn: Queryable, image_name: str) -> tuple[str | None, str | None, str | None, str | None]:
+    """(session_id, metadata, graph, workflow) of an image; raises ImageNotFound when there is no such record."""
     async with conn.execute(
-        "SELECT i.session_id, m.metadata, m.graph FROM images i "
+        "SELECT i.session_id, m.metadata, m.graph, m.workflow FROM images i "
         "LEFT JOIN image_metadata m ON m.image_name = i.image_name WHERE i.image_name = ?",
         (image_name,),
     ) as cursor:
         row = await cursor.fetchone()
     if row is None:
         raise ImageNotFound(image_name)
-    return row[0], row[1], row[2]
+    return row[0], row[1], row[2], row[3]

@@ -51,10 +51,12 @@ class ImageUrls(msgspec.Struct, kw_only=True):
 
 
 class ImageMetadata(msgspec.Struct, kw_only=True):
-    """`metadata` and `graph` are the stored JSON strings passed through untouched (msgspec.Raw)."""
+    """`metadata`, `graph` and `workflow` are the stored JSON strings passed through untouched (msgspec.Raw)."""
 
     metadata: msgspec.Raw | None
     graph: msgspec.Raw | None
+    # The `imagegraph_workflow` chunk, {"id", "name", "layout"}, of an image made by a saved workflow.
+    workflow: msgspec.Raw | None = None
 
 
 class ListImagesQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -45,6 +45,8 @@ PATCHABLE = ("image_category", "is_intermediate", "board_id", "starred", "sessio
 # The graph of a session, accumulators removed, as raw JSON (or None): how `/metadata` finds a generated image's
 # graph without knowing where sessions are kept.
 GraphOf = Callable[[str], Awaitable[msgspec.Raw | None]]
+# The `imagegraph_workflow` chunk (JSON) for images of a session that came from a saved workflow, or None.
+WorkflowOf = Callable[[str], Awaitable[str | None]]
 
 
 class ReconcileReport(msgspec.Struct, kw_only=True):
@@ -55,11 +57,19 @@ class ReconcileReport(msgspec.Struct, kw_only=True):
 
 
 class ImageService:
-    def __init__(self, settings: Settings, db: Database, emit: Emit, graph_of: GraphOf | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        emit: Emit,
+        graph_of: GraphOf | None = None,
+        workflow_of: WorkflowOf | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.emit = emit
         self.graph_of = graph_of
+        self.workflow_of = workflow_of
         self.files = ImageFiles(settings.images_dir, settings.thumbnails_dir)
         self.cache = FileCache(settings.image_cache_bytes)
         self.boards = Boards(db, emit, self.delete)
@@ -98,7 +108,8 @@ class ImageService:
         graph: str | None = None,
     ) -> ImageDTO:
         """Store a generated image. `metadata` (CoreMetadata) and `graph` are raw JSON strings, embedded as
-        tEXt `invokeai_metadata` / `invokeai_graph` (accumulator nodes stripped from the graph, here only)."""
+        tEXt `invokeai_metadata` / `invokeai_graph` (accumulator nodes stripped from the graph, here only); a
+        session from a saved workflow adds `imagegraph_workflow` (the workflow's id, name and layout)."""
         chunks: dict[str, str] = {}
         if metadata is not None:
             if not is_json(metadata):
@@ -107,6 +118,9 @@ class ImageService:
         if graph is not None:
             graph = stripped_graph_json(graph)
             chunks["invokeai_graph"] = graph
+        workflow = await self._workflow_of(session_id) if session_id is not None else None
+        if workflow is not None:
+            chunks["imagegraph_workflow"] = workflow
         return await self._store(
             image,
             chunks,
@@ -118,7 +132,19 @@ class ImageService:
             metadata=metadata,
             # The session row holds the graph of a generated image; keep our own copy only when there is none.
             graph=graph if session_id is None else None,
+            workflow=workflow,
         )
+
+    async def _workflow_of(self, session_id: str) -> str | None:
+        """The `imagegraph_workflow` JSON for an image of this session: None unless it came from a saved
+        workflow that still exists. An unreadable session costs the chunk, never the image."""
+        if self.workflow_of is None:
+            return None
+        try:
+            return await self.workflow_of(session_id)
+        except msgspec.DecodeError:
+            log.warning("session %s holds no readable workflow_id", session_id)
+            return None
 
     async def upload(
         self, data: bytes, *, category: ImageCategory = "user", is_intermediate: bool = False, board_id: str | None
@@ -138,6 +164,7 @@ class ImageService:
                 board_id=board_id,
                 metadata=found.metadata,
                 graph=found.graph,
+                workflow=found.workflow,
             )
         finally:
             image.close()
@@ -159,6 +186,7 @@ class ImageService:
         board_id: str | None,
         metadata: str | None,
         graph: str | None,
+        workflow: str | None,
     ) -> ImageDTO:
         name = new_image_name()
         self._pending.add(name)
@@ -182,7 +210,7 @@ class ImageService:
                 async with self.db.write() as conn:
                     if board_id is not None and not await self.boards.exists(board_id, conn):
                         raise UnknownBoard(board_id)
-                    await records.insert_image(conn, record, metadata, graph)
+                    await records.insert_image(conn, record, metadata, graph, workflow)
             except BaseException:
                 await asyncio.to_thread(self.files.delete, name)
                 raise
@@ -296,7 +324,7 @@ class ImageService:
         """The stored metadata and the graph (the session's, accumulators removed), as raw JSON."""
         if not is_image_name(image_name):
             raise ImageNotFound(image_name)
-        session_id, metadata, graph = await records.get_metadata(self.db.read, image_name)
+        session_id, metadata, graph, workflow = await records.get_metadata(self.db.read, image_name)
         graph_raw: msgspec.Raw | None = None
         if session_id is not None and self.graph_of is not None:
             try:
@@ -308,7 +336,11 @@ class ImageService:
         if graph_raw is None and session_id is not None:
             # The session is gone: the graph embedded in the PNG is the only copy left.
             graph_raw = await self._graph_from_file(image_name)
-        return ImageMetadata(metadata=None if metadata is None else msgspec.Raw(metadata), graph=graph_raw)
+        return ImageMetadata(
+            metadata=None if metadata is None else msgspec.Raw(metadata),
+            graph=graph_raw,
+            workflow=None if workflow is None else msgspec.Raw(workflow),
+        )
 
     async def _graph_from_file(self, image_name: str) -> msgspec.Raw | None:
         try:

@@ -499,6 +499,19 @@ export function initGenerate() {
     const chosen = store.models.find((model) => modelKey(model) === field("model").value);
     $("#gen-model-hint").textContent = chosen?.description ?? "";
   });
+  $("#gen-open-workflow").addEventListener("click", async () => {
+    // The graph Generate would queue for one image, to change freely in the editor.
+    const params = readForm();
+    if (!params) return;
+    saveForm();
+    const seed = params.randomize ? randomSeed() : params.seed;
+    try {
+      const graph = await standardGraph(graphSettings(params, seed));
+      bus.emit("open-workflow", { graph, source: "the Generate page's settings" });
+    } catch (error) {
+      $("#gen-form-error").textContent = errorText(error);
+    }
+  });
   $("#gen-cancel").addEventListener("click", (event) => {
     const id = event.currentTarget.dataset.session;
     if (id) cancel([id]);

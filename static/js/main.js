@@ -3,6 +3,7 @@
 
 import { api, getToken, setTokenPrompt } from "./api.js";
 import { $, errorText, notify } from "./dom.js";
+import { initEditor } from "./editor/editor.js";
 import { initGallery } from "./gallery.js";
 import { initGenerate } from "./generate.js";
 import { initModels } from "./models.js";
@@ -10,7 +11,7 @@ import { bus, store } from "./state.js";
 import { initViewer } from "./viewer.js";
 import { LiveSocket } from "./ws.js";
 
-const PAGES = ["generate", "gallery", "models"];
+const PAGES = ["generate", "gallery", "workflow", "models"];
 const CONNECTION_TEXT = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" };
 
 /** Ask for the token in a modal dialog; resolves to the token, or null if the person closes it. */
@@ -42,6 +43,7 @@ function showPage(fromNavigation) {
     else link.removeAttribute("aria-current");
   }
   document.title = `${page[0].toUpperCase()}${page.slice(1)} · imagegraph`;
+  document.body.dataset.page = page; // the Workflow page takes the whole width
   // Move focus to the page's heading on navigation, so keyboard and screen-reader users land on it.
   if (fromNavigation) $(`#page-${page} h1`)?.focus({ preventScroll: true });
   bus.emit("page-shown", page);
@@ -68,6 +70,7 @@ async function boot() {
   initGallery();
   initGenerate();
   initModels();
+  const editor = initEditor();
   // Pages load their lists once the subscription is in place (nothing slips between list and events). If the
   // socket is slow to come up, they load anyway; the socket's own first "ready" then only catches up.
   let loaded = false;
@@ -79,7 +82,7 @@ async function boot() {
   socket.start();
   setTimeout(() => loaded || ready({ first: true, resync: false }), 3000);
   // Handy for people poking at the page from devtools, and for the browser tests.
-  window.imagegraph = { socket, store, bus, hasToken: () => Boolean(getToken()) };
+  window.imagegraph = { socket, store, bus, editor, hasToken: () => Boolean(getToken()) };
   window.addEventListener("pagehide", () => socket.stop());
   // Back from the back/forward cache: reconnect, and `since` replays what happened meanwhile.
   window.addEventListener("pageshow", (event) => event.persisted && socket.start());

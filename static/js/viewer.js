@@ -9,6 +9,7 @@ import { bus } from "./state.js";
 
 let image = null; // the ImageDTO on show
 let parsed = null; // {source, settings} read from its metadata, or null
+let graphBody = null; // {graph, workflow} from its /metadata: what "Open in workflow editor" opens
 let deleting = null; // the name this viewer is deleting: its own image_deleted event is expected
 
 const dialog = () => $("#viewer");
@@ -39,12 +40,18 @@ function baseRows() {
 async function loadMetadata(shownName) {
   $("#viewer-source").textContent = "Reading metadata…";
   $("#viewer-use").disabled = true;
+  $("#viewer-workflow").disabled = true;
+  graphBody = null;
   $("#viewer-raw-text").textContent = "";
   try {
     const body = await api.get(`/images/${encodeURIComponent(shownName)}/metadata`);
     if (image?.image_name !== shownName) return;
     parsed = readSettings(body.metadata);
     $("#viewer-raw-text").textContent = JSON.stringify(body, null, 2);
+    if (body.graph?.nodes) {
+      graphBody = { graph: body.graph, workflow: body.workflow ?? null };
+      $("#viewer-workflow").disabled = false;
+    }
     if (parsed) {
       $("#viewer-source").textContent = `Generation settings from ${parsed.source} metadata.`;
       renderMeta([...settingsRows(parsed.settings, image), ...baseRows()]);
@@ -124,6 +131,13 @@ export function initViewer() {
   $("#viewer-next").addEventListener("click", () => step(1));
   $("#viewer-star").addEventListener("click", toggleStar);
   $("#viewer-delete").addEventListener("click", deleteShown);
+  $("#viewer-workflow").addEventListener("click", () => {
+    if (!graphBody || !image) return;
+    const { graph, workflow } = graphBody;
+    dialog().close();
+    // The layout comes from the image's imagegraph_workflow chunk when a saved workflow made it.
+    bus.emit("open-workflow", { graph, layout: workflow?.layout ?? null, name: workflow?.name ?? null, source: "this image" });
+  });
   $("#viewer-use").addEventListener("click", () => {
     if (!parsed) return;
     dialog().close();

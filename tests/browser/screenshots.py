@@ -1,7 +1,9 @@
 """Screenshots of every page for the README: `python -m tests.browser.screenshots [--out docs/screenshots]`.
 
 Starts a server on a temporary root with the tiny model (its images are coloured noise: random weights),
-makes a few images, and saves each page at 1280×800, plus the gallery and the generate page at 390 px."""
+makes a few images, and saves each page at 1280×800, plus the gallery, the generate page and the workflow
+editor at 390 px. The workflow editor is shown with a saved workflow just run, and once more with a 422 on
+its nodes."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+from server.graph.standard import txt2img_graph
 from tests.browser.conftest import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -110,9 +113,44 @@ def take(out: Path) -> None:
                 page.click("#search-form button[type=submit]")
                 page.wait_for_selector("#search-results li")
                 page.screenshot(path=str(out / "models.png"))
+
+                workflow(page, server, out)
                 browser.close()
         finally:
             server.stop()
+
+
+def workflow(page, server: ServerProcess, out: Path) -> None:
+    """The editor: a saved workflow from the library, run (states, the step preview, the result on l2i)."""
+    model = {"model_name": "tiny", "base_model": "sd-1", "model_type": "main"}
+    graph = txt2img_graph(model, PROMPTS[0], negative="blurry, low quality", seed=31, width=128, height=128, steps=8)
+    with server.api() as api:
+        for name in ("Lighthouse at dusk", "Portrait, soft light", "Hires fix sketch"):
+            api.post("/workflows/", json={"name": name, "graph": graph}).raise_for_status()
+    page.click('nav a[data-page="workflow"]')
+    page.wait_for_function("window.imagegraph?.editor?.ready")
+    page.wait_for_selector("#wf-library-list [data-workflow-id]")
+    page.click('#wf-library-list li:has-text("Lighthouse at dusk") [data-action="load-workflow"]')
+    page.wait_for_selector('[data-node-id="decode"]')
+    page.click('[data-action="invoke"]')
+    page.wait_for_selector('[data-node-id="decode"][data-state="completed"] img.wf-result')
+    page.wait_for_function("document.querySelector('[data-node-id=decode] img.wf-result').naturalWidth > 0")
+    page.click('[data-node-id="denoise"] .wf-node-head')
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(out / "workflow.png"))
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.evaluate("window.imagegraph.editor.fit()")
+    page.screenshot(path=str(out / "workflow-phone.png"))
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.evaluate("window.imagegraph.editor.fit()")
+
+    # A 422: each message on the node and field it names.
+    page.fill('[data-node-id="denoise"] [data-field="steps"]', "0")
+    page.fill('[data-node-id="noise"] [data-field="width"]', "100")
+    page.click('[data-action="invoke"]')
+    page.wait_for_selector('[data-node-id="denoise"][data-state="invalid"]')
+    page.screenshot(path=str(out / "workflow-invalid.png"))
 
 
 def main() -> int:

@@ -9,6 +9,7 @@ import pytest
 
 from tests.browser.conftest import WAIT_MS, ServerProcess, open_ui
 from tests.browser.images import png_bytes, upload
+from tests.graph.conftest import t2i_graph
 
 pytestmark = pytest.mark.browser
 
@@ -27,10 +28,18 @@ def test_every_page_fits_the_width_and_every_control_has_a_label(
     with server.api() as api:
         upload(api, png_bytes(color=(30, 160, 90)), "layout.png")
     with open_ui(browser, server.url, tmp_path, viewport={"width": width, "height": height}) as ui:
-        for page_name in ("generate", "gallery", "models"):
+        for page_name in ("generate", "gallery", "workflow", "models"):
             ui.page.goto(f"{server.url}/#/{page_name}")
             ui.wait_live()
-            selector = {"generate": "#gen-model option", "gallery": ".tile", "models": ".model-card"}[page_name]
+            if page_name == "workflow":  # with a graph on the canvas, so its nodes' controls are checked too
+                ui.page.wait_for_function("window.imagegraph?.editor?.ready", timeout=WAIT_MS)
+                ui.page.evaluate("g => window.imagegraph.bus.emit('open-workflow', {graph: g})", t2i_graph())
+            selector = {
+                "generate": "#gen-model option",
+                "gallery": ".tile",
+                "workflow": '.wf-node[data-node-type="metadata_accumulator"] [data-field]',
+                "models": ".model-card",
+            }[page_name]
             ui.page.wait_for_selector(selector, state="attached", timeout=WAIT_MS)
             overflow = ui.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{page_name} is {overflow}px wider than a {width}px window"

@@ -139,7 +139,7 @@ def test_metadata_graph_comes_from_the_session(client):
 
 def test_image_without_metadata_has_nulls(client, uploaded):
     body = client.get(f"/api/v1/images/{uploaded['image_name']}/metadata").json()
-    assert body == {"metadata": None, "graph": None}
+    assert body == {"metadata": None, "graph": None, "workflow": None}
     assert client.get("/api/v1/images/00000000-0000-4000-8000-000000000000.png/metadata").status_code == 404
 
 
@@ -150,7 +150,7 @@ def test_uploaded_png_keeps_our_chunks_as_they_are(client):
     response = client.get(f"/api/v1/images/{dto['image_name']}/metadata")
     # Passed through byte for byte, not re-encoded.
     assert metadata in response.text
-    assert response.json() == {"metadata": CORE_METADATA, "graph": graph_with_accumulators()}
+    assert response.json() == {"metadata": CORE_METADATA, "graph": graph_with_accumulators(), "workflow": None}
     # And the stored PNG still carries them, so the image moves back to InvokeAI with its metadata.
     with Image.open(io.BytesIO(client.get(dto["image_url"]).content)) as png:
         assert png.text["invokeai_metadata"] == metadata
@@ -267,4 +267,4 @@ def test_comfyui_png_upload(client):
 def test_broken_foreign_metadata_does_not_break_the_upload(client):
     dto = upload(client, png_bytes(text={"invokeai_metadata": "{not json", "prompt": "[[["})).json()
     body = client.get(f"/api/v1/images/{dto['image_name']}/metadata").json()
-    assert body == {"metadata": None, "graph": None}
+    assert body == {"metadata": None, "graph": None, "workflow": None}

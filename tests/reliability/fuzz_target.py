@@ -207,6 +207,7 @@ def fuzz_document(document: dict[str, Any], root: Path, seeded: Seeded) -> dict[
     body("/api/v1/boards/{board_id}", "patch", {"board_name": "renamed", "cover_image_name": seeded.image_names[1]})
     params("/api/v1/boards/{board_id}/image_names", "get", board_id=board)
     body("/api/v1/sessions/", "post", t2i_graph(seed=7))
+    body("/api/v1/workflows/", "post", {"name": "fuzzed workflow", "graph": t2i_graph(seed=5), "layout": None})
     params("/api/v1/sessions/{session_id}", "get", session_id=session)
     return doc
 
