@@ -32,9 +32,11 @@ PNG_COMPRESS_LEVEL = 4
 UPLOAD_PNG_COMPRESS_LEVEL = 4
 # Pixel modes stored as they are; any other is converted to RGB or RGBA first.
 PNG_MODES = ("RGB", "RGBA", "L", "LA", "I;16", "1")
-THUMBNAIL_REDUCING_GAP = 2.0  # Pillow's default
+# Thumbnails: see _thumbnail_webp for the reducing gap. libwebp's effort 1 (of 0-6) encodes a 256-pixel
+# thumbnail in under half the time of 4 (5 vs 12-14 ms here) for a file 1-10% larger.
+THUMBNAIL_REDUCING_GAP = 1.0
 WEBP_QUALITY = 80
-WEBP_METHOD = 4
+WEBP_METHOD = 1
 TEMP_PREFIX = ".tmp-"
 # Threads that write PNGs while the calling threads make thumbnails: one per write in flight, up to a few (the
 # disk and two cores gain nothing from more).
@@ -216,7 +218,9 @@ def _thumbnail_webp(thumb: Image.Image) -> bytes:
     """The WebP thumbnail of `thumb`, which it resizes in place (pass a copy of anything still in use)."""
     if thumb.mode not in ("RGB", "RGBA"):
         thumb = thumb.convert("RGBA" if _has_alpha(thumb) else "RGB")
-    # thumbnail() keeps the aspect ratio and never enlarges.
+    # thumbnail() keeps the aspect ratio and never enlarges. A reducing gap of 1 averages whole blocks of pixels
+    # first (512 -> 256 is all box average: 0.5 ms) and leaves only what remains of the ratio to LANCZOS (6 ms for
+    # all of it); side by side the two thumbnails look the same (PSNR 36 dB between them on a photo).
     from PIL import Image
 
     thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS, reducing_gap=THUMBNAIL_REDUCING_GAP)
