@@ -9,9 +9,10 @@
     measured the same way in alternating rounds (a bare Starlette route that writes the received body to a
     file with one fsync: no decoding, checks, thumbnail or SQL, so a yardstick, not a target).
     Goals: p50 <= 8x the floor's, 2 clients >= 70 uploads/s.
+(e) PNG encode time and size at zlib levels 0-9 for a photo-like image and noise (the conversions' level).
 Also: start-up reconciliation time over the 100,000 records and 200,000 files.
 
-Run: .venv/bin/python bench/images.py [--seconds 10] [--records 100000] [--only uploads] [--rounds 5]
+Run: .venv/bin/python bench/images.py [--seconds 10] [--records 100000] [--only uploads|png-levels|...] [--rounds 5]
 (parts a-c need `wrk`: apt-get install wrk)"""
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from common import free_port, median, percentile, wait_for_200
 
 from server.config import Settings
 from server.db import Database
-from server.images.files import ImageFiles
+from server.images.files import ImageFiles, encode_png
 from server.images.metadata import session_graph_raw
 from server.images.service import ImageService
 
@@ -168,10 +169,26 @@ def session_json(session_id: str, images: int = 4) -> str:
     )
 
 
+def photo_like(side: int = 512) -> Image.Image:
+    """Smooth shapes at four scales plus a little sensor noise: an image that compresses like a photograph
+    (zlib gets it to 52-60% of its raw size, as it does a real 512x512 photo), made the same in every run."""
+    rng = np.random.default_rng(0)
+    pixels = np.full((side, side, 3), 128.0)
+    for cells, weight in ((4, 60), (16, 40), (64, 25), (256, 12)):
+        coarse = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
+        layer = np.asarray(Image.fromarray(coarse).resize((side, side), Image.Resampling.BICUBIC), dtype=float)
+        pixels += (layer - 128) / 128 * weight
+    pixels += rng.normal(0, 2.5, pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def noise_image(side: int) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8))
+
+
 def noise_png(side: int) -> bytes:
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8))
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    noise_image(side).save(out, format="PNG")
     return out.getvalue()
 
 
@@ -477,6 +494,27 @@ def bench_uploads(base: str, floor_base: str, rounds: int, count: int) -> None:
     )
 
 
+# (e) PNG compression levels, for the uploads that are converted (JPEG, WebP, PNGs not kept as sent)
+
+
+def bench_png_levels(runs: int) -> None:
+    """Encode time (CPU time of the encoding thread, so a busy machine does not inflate it) and size of a 512x512
+    image at each zlib level, as `encode_png` writes it."""
+    images = {"photo-like": photo_like(), "noise": noise_image(512)}
+    print(f"(e) PNG encode of a 512x512 image per zlib level, median of {runs} (CPU ms, KB)")
+    print(f"    {'level':>5s} " + " ".join(f"{label:>22s}" for label in images))
+    for level in range(10):
+        cells = []
+        for image in images.values():
+            times = []
+            for _ in range(runs):
+                started = time.thread_time()
+                size = len(encode_png(image, {}, compress_level=level))
+                times.append(time.thread_time() - started)
+            cells.append(f"{median(times) * 1000:9.1f} ms {size / 1000:6.0f} KB")
+        print(f"    {level:5d} " + " ".join(f"{cell:>22s}" for cell in cells))
+
+
 def start_server(script: str, *args: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
@@ -496,7 +534,7 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-PARTS = ("files", "list", "metadata", "uploads")
+PARTS = ("files", "list", "metadata", "uploads", "png-levels")
 
 
 def main() -> None:
@@ -507,12 +545,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200, help="requests per list query")
     parser.add_argument("--rounds", type=int, default=5, help="alternating upload rounds (ours, the floor)")
     parser.add_argument("--uploads", type=int, default=20, help="sequential uploads per round")
+    parser.add_argument("--levels-runs", type=int, default=9, help="encodes per PNG compression level")
     args = parser.parse_args()
     parts = set(args.only or PARTS)
     seeded = bool(parts & {"files", "list", "metadata"})
     if "files" in parts and shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install -y wrk)")
 
+    if parts == {"png-levels"}:
+        bench_png_levels(args.levels_runs)
+        return
     root = Path(tempfile.mkdtemp(prefix="imagegraph-bench-"))
     try:
         settings = Settings(root=str(root), watch=False)
@@ -549,6 +591,8 @@ def main() -> None:
                     bench_uploads(base, floor_base, args.rounds, args.uploads)
                 finally:
                     stop(floor)
+            if "png-levels" in parts:
+                bench_png_levels(args.levels_runs)
         finally:
             stop(server)
     finally:

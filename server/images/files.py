@@ -28,8 +28,9 @@ THUMBNAIL_SIZE = 256
 # Generated images: zlib level 4 is within a few percent of level 6's size on generated images, at about half
 # the time.
 PNG_COMPRESS_LEVEL = 4
-# Uploads that must be converted (JPEG, WebP, the PNGs that cannot be kept as sent).
-UPLOAD_PNG_COMPRESS_LEVEL = 4
+# Uploads that must be converted (JPEG, WebP, the PNGs that cannot be kept as sent): level 1, the fastest that
+# compresses at all, at half the time of level 4 for files 7-14% larger (`bench/images.py --only png-levels`).
+UPLOAD_PNG_COMPRESS_LEVEL = 1
 # Pixel modes stored as they are; any other is converted to RGB or RGBA first.
 PNG_MODES = ("RGB", "RGBA", "L", "LA", "I;16", "1")
 # Thumbnails: see _thumbnail_webp for the reducing gap. libwebp's effort 1 (of 0-6) encodes a 256-pixel
