@@ -113,6 +113,13 @@ def test_a_clean_png_is_stored_byte_for_byte(client, settings, name):
     assert client.get(response.json()["thumbnail_url"]).headers["content-type"] == "image/webp"
 
 
+def test_a_png_of_several_megabytes_is_kept_too(client):
+    # Over the 1 MB that Starlette's multipart parser keeps in memory by default.
+    data = png_bytes(photo_like(1000, 800))
+    assert len(data) > 2_000_000
+    assert stored(client, upload(client, data)) == data
+
+
 def test_metadata_of_a_kept_png_is_served_and_stays_in_the_file(client):
     data = clean_pngs()["metadata-exif-private-chunk"]
     response = upload(client, data)
