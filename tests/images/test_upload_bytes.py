@@ -63,7 +63,7 @@ def same_pixels(a: Image.Image, b: Image.Image) -> bool:
     return a.mode == b.mode and a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
 
 
-def photo_like(width: int = 96, height: int = 64) -> Image.Image:
+def random_pixels(width: int = 96, height: int = 64) -> Image.Image:
     return Image.fromarray(np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
@@ -84,12 +84,12 @@ def clean_pngs() -> dict[str, bytes]:
     rich.add_itxt("parameters", "un renard, 狐\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 7")
     rich.add_text("Software", "another tool")
     with_metadata = io.BytesIO()
-    photo_like().save(with_metadata, format="PNG", pnginfo=rich, exif=exif, dpi=(300, 300))
+    random_pixels().save(with_metadata, format="PNG", pnginfo=rich, exif=exif, dpi=(300, 300))
     grey16 = Image.fromarray((np.arange(96 * 64, dtype=np.uint16).reshape(64, 96) * 9).astype(np.uint16))
     transparent = io.BytesIO()
     make_image().save(transparent, format="PNG", transparency=(0, 0, 128))
     return {
-        "rgb": png_bytes(photo_like()),
+        "rgb": png_bytes(random_pixels()),
         "rgba": png_bytes(make_image(mode="RGBA")),
         "grey": png_bytes(make_image(mode="L")),
         "grey-alpha": png_bytes(make_image(mode="RGBA").convert("LA")),
@@ -115,7 +115,7 @@ def test_a_clean_png_is_stored_byte_for_byte(client, settings, name):
 
 def test_a_png_of_several_megabytes_is_kept_too(client):
     # Over the 1 MB that Starlette's multipart parser keeps in memory by default.
-    data = png_bytes(photo_like(1000, 800))
+    data = png_bytes(random_pixels(1000, 800))
     assert len(data) > 2_000_000
     assert stored(client, upload(client, data)) == data
 
@@ -133,7 +133,7 @@ def test_metadata_of_a_kept_png_is_served_and_stays_in_the_file(client):
 
 
 def test_bytes_after_iend_are_left_off(client):
-    data = png_bytes(photo_like())
+    data = png_bytes(random_pixels())
     assert stored(client, upload(client, data + b"PK\x03\x04 a zip, or anything else")) == data
 
 
@@ -161,19 +161,19 @@ def test_a_png_that_asks_for_a_turn_is_stored_upright(client, how):
     else:
         info.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>')
     out = io.BytesIO()
-    photo_like().save(out, format="PNG", pnginfo=info, **extra)
+    random_pixels().save(out, format="PNG", pnginfo=info, **extra)
     kept = decoded(reencoded(client, out.getvalue()))
     assert kept.size == (64, 96)
-    assert same_pixels(kept, photo_like().transpose(Image.Transpose.ROTATE_270))
+    assert same_pixels(kept, random_pixels().transpose(Image.Transpose.ROTATE_270))
     assert kept.getexif().get(0x0112) is None
 
 
 def test_a_png_with_unreadable_exif_is_stored_without_it(client):
     # Used to answer 500: reading the orientation raised.
-    data = with_chunk_after_ihdr(png_bytes(photo_like()), b"eXIf", b"garbage, not a TIFF header")
+    data = with_chunk_after_ihdr(png_bytes(random_pixels()), b"eXIf", b"garbage, not a TIFF header")
     kept = reencoded(client, data)
     assert b"eXIf" not in kept
-    assert same_pixels(decoded(kept), photo_like())
+    assert same_pixels(decoded(kept), random_pixels())
 
 
 def test_an_animated_png_keeps_its_first_frame_only(client):
@@ -215,7 +215,7 @@ def stray_idat(data: bytes) -> bytes:
     ids=["wrong-idat-crc", "unknown-critical-chunk", "stray-image-data"],
 )
 def test_a_png_other_readers_would_refuse_is_re_encoded(client, damage):
-    data = damage(png_bytes(photo_like()))
+    data = damage(png_bytes(random_pixels()))
     assert decoded(data).size == (96, 64)  # Pillow reads it, so it is accepted, as it always was
     kept = reencoded(client, data)
-    assert same_pixels(decoded(kept), photo_like())
+    assert same_pixels(decoded(kept), random_pixels())
