@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import io
 import json
 import os
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -417,34 +419,51 @@ def multipart_body(data: bytes) -> tuple[bytes, dict[str, str]]:
     }
 
 
-def post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) -> float:
-    started = time.perf_counter()
-    response = client.post(url, content=body, headers=headers)
-    elapsed = time.perf_counter() - started
-    assert response.status_code == 201, response.text
-    return elapsed
+class Uploader:
+    """One keep-alive connection posting the same body again and again. http.client rather than httpx: the client
+    shares the two cores with the server, and this costs half the CPU per request (1.0 vs 2.2 ms here)."""
+
+    def __init__(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port)
+        self.path, self.body, self.headers = parts.path, body, headers
+
+    def post(self) -> float:
+        started = time.perf_counter()
+        self.connection.request("POST", self.path, body=self.body, headers=self.headers)
+        response = self.connection.getresponse()
+        text = response.read()
+        elapsed = time.perf_counter() - started
+        assert response.status == 201, text
+        return elapsed
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def sequential(url: str, body: bytes, headers: dict[str, str], count: int) -> list[float]:
-    with httpx.Client() as client:
-        post(client, url, body, headers)  # a warm connection, as a client that uploads several files has
-        return [post(client, url, body, headers) for _ in range(count)]
+    uploader = Uploader(url, body, headers)
+    try:
+        uploader.post()  # a warm connection, as a client that uploads several files has
+        return [uploader.post() for _ in range(count)]
+    finally:
+        uploader.close()
 
 
 def throughput(url: str, body: bytes, headers: dict[str, str], clients: int, per_client: int) -> float:
     """Uploads/s with `clients` connections each sending `per_client` uploads back to back."""
-    connections = [httpx.Client() for _ in range(clients)]
+    uploaders = [Uploader(url, body, headers) for _ in range(clients)]
     try:
-        for client in connections:
-            post(client, url, body, headers)
+        for uploader in uploaders:
+            uploader.post()
         start = threading.Barrier(clients + 1)
 
-        def worker(client: httpx.Client) -> None:
+        def worker(uploader: Uploader) -> None:
             start.wait()
             for _ in range(per_client):
-                post(client, url, body, headers)
+                uploader.post()
 
-        threads = [threading.Thread(target=worker, args=(client,)) for client in connections]
+        threads = [threading.Thread(target=worker, args=(uploader,)) for uploader in uploaders]
         for thread in threads:
             thread.start()
         start.wait()
@@ -453,8 +472,8 @@ def throughput(url: str, body: bytes, headers: dict[str, str], clients: int, per
             thread.join()
         return clients * per_client / (time.perf_counter() - started)
     finally:
-        for client in connections:
-            client.close()
+        for uploader in uploaders:
+            uploader.close()
 
 
 def bench_uploads(base: str, floor_base: str, rounds: int, count: int) -> None:
