@@ -5,15 +5,21 @@
 (b) `GET /images/?limit=100` latency with 100,000 records (goal: p50 < 10 ms), for several filters.
 (c) `/metadata`: msgspec raw path vs decoding the whole session with `json` and building objects (ratio),
     and the route's own latency.
-(d) uploads/s of a 512x512 noise PNG with 2 concurrent clients, and the p50 latency of one upload.
+(d) uploads of a 512x512 noise PNG: one upload's p50 and uploads/s with 2 and 8 clients, against a floor
+    measured the same way in alternating rounds (a bare Starlette route that writes the received body to a
+    file with one fsync: no decoding, checks, thumbnail or SQL, so a yardstick, not a target).
+    Goals: p50 <= 8x the floor's, 2 clients >= 70 uploads/s.
+(e) PNG encode time and size at zlib levels 0-9 for a photo-like image and noise (the conversions' level).
 Also: start-up reconciliation time over the 100,000 records and 200,000 files.
 
-Run: .venv/bin/python bench/images.py [--seconds 10] [--records 100000]   (needs `wrk`: apt-get install wrk)"""
+Run: .venv/bin/python bench/images.py [--seconds 10] [--records 100000] [--only uploads|png-levels|...] [--rounds 5]
+(parts a-c need `wrk`: apt-get install wrk)"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import io
 import json
 import os
@@ -26,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,7 +48,7 @@ from common import free_port, median, percentile, wait_for_200
 from server.config import Settings
 from server.db import Database
 from server.images.embedded import session_graph_raw
-from server.images.files import ImageFiles
+from server.images.files import ImageFiles, encode_png
 from server.images.service import ImageService
 
 SERVER = """
@@ -57,6 +64,35 @@ app = build_app(settings)
 # The baseline: Starlette's StaticFiles over the very same folder, behind the same middleware, in this process.
 app.router.routes.insert(0, Mount("/bench-static", StaticFiles(directory=settings.images_dir)))
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+"""
+
+FLOOR = """
+import asyncio, os, sys, uuid, uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+folder = sys.argv[1]
+
+
+def write(data):
+    with open(os.path.join(folder, uuid.uuid4().hex), "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+async def upload(request):
+    await asyncio.to_thread(write, await request.body())
+    return JSONResponse({"stored": True}, status_code=201)
+
+
+async def health(request):
+    return JSONResponse({"status": "ok"})
+
+
+routes = [Route("/upload", upload, methods=["POST"]), Route("/health", health)]
+uvicorn.run(Starlette(routes=routes), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
 
 GRAPH = {
@@ -135,10 +171,26 @@ def session_json(session_id: str, images: int = 4) -> str:
     )
 
 
+def photo_like(side: int = 512) -> Image.Image:
+    """Smooth shapes at four scales plus a little sensor noise, made the same in every run: it compresses about
+    like a photograph (zlib levels 1-9 take it to 64-56% of its raw size, a real 512x512 photograph to 66-61%)."""
+    rng = np.random.default_rng(0)
+    pixels = np.full((side, side, 3), 128.0)
+    for cells, weight in ((4, 60), (16, 40), (64, 25), (256, 12)):
+        coarse = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
+        layer = np.asarray(Image.fromarray(coarse).resize((side, side), Image.Resampling.BICUBIC), dtype=float)
+        pixels += (layer - 128) / 128 * weight
+    pixels += rng.normal(0, 2.5, pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def noise_image(side: int) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8))
+
+
 def noise_png(side: int) -> bytes:
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8))
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    noise_image(side).save(out, format="PNG")
     return out.getvalue()
 
 
@@ -352,80 +404,216 @@ def bench_metadata(base: str, session_id: str, image_name: str, runs: int) -> No
     print(f"    GET /metadata over HTTP p50 {median(times) * 1000:.2f} ms")
 
 
-# (d) uploads
+# (d) uploads, against a floor
 
 
-def bench_uploads(base: str, per_client: int) -> None:
-    data = noise_png(512)
-    url = f"{base}/api/v1/images/upload"
+def multipart_body(data: bytes) -> tuple[bytes, dict[str, str]]:
+    """One multipart body built once, so every client sends the same bytes and spends no time encoding them."""
+    boundary = uuid.uuid4().hex
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="noise.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), {
+        "content-type": f"multipart/form-data; boundary={boundary}"
+    }
 
-    def one(client: httpx.Client) -> float:
+
+class Uploader:
+    """One keep-alive connection posting the same body again and again. http.client rather than httpx: the client
+    shares the two cores with the server, and this costs half the CPU per request (1.0 vs 2.2 ms here)."""
+
+    def __init__(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port)
+        self.path, self.body, self.headers = parts.path, body, headers
+
+    def post(self) -> float:
         started = time.perf_counter()
-        response = client.post(url, files={"file": ("noise.png", data, "image/png")})
-        assert response.status_code == 201, response.text
-        return time.perf_counter() - started
+        self.connection.request("POST", self.path, body=self.body, headers=self.headers)
+        response = self.connection.getresponse()
+        text = response.read()
+        elapsed = time.perf_counter() - started
+        assert response.status == 201, text
+        return elapsed
 
-    with httpx.Client() as client:
-        one(client)
-        single = [one(client) for _ in range(per_client)]
+    def close(self) -> None:
+        self.connection.close()
 
-    def worker() -> None:
-        with httpx.Client() as client:
+
+def sequential(url: str, body: bytes, headers: dict[str, str], count: int) -> list[float]:
+    uploader = Uploader(url, body, headers)
+    try:
+        uploader.post()  # a warm connection, as a client that uploads several files has
+        return [uploader.post() for _ in range(count)]
+    finally:
+        uploader.close()
+
+
+def throughput(url: str, body: bytes, headers: dict[str, str], clients: int, per_client: int) -> float:
+    """Uploads/s with `clients` connections each sending `per_client` uploads back to back."""
+    uploaders = [Uploader(url, body, headers) for _ in range(clients)]
+    try:
+        for uploader in uploaders:
+            uploader.post()
+        start = threading.Barrier(clients + 1)
+
+        def worker(uploader: Uploader) -> None:
+            start.wait()
             for _ in range(per_client):
-                one(client)
+                uploader.post()
 
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    print(f"(d) uploads of a 512x512 noise PNG ({len(data) / 1000:.0f} KB):")
-    print(f"    2 concurrent clients   {2 * per_client / elapsed:6.1f} uploads/s")
-    print(f"    one upload             p50 {median(single) * 1000:6.1f} ms")
+        threads = [threading.Thread(target=worker, args=(uploader,)) for uploader in uploaders]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        started = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        return clients * per_client / (time.perf_counter() - started)
+    finally:
+        for uploader in uploaders:
+            uploader.close()
+
+
+def bench_uploads(base: str, floor_base: str, rounds: int, count: int) -> None:
+    """Sequential p50 and 2- and 8-client throughput, ours and the floor's, in alternating rounds so that
+    noise on a shared machine falls on both alike."""
+    data = noise_png(512)
+    body, headers = multipart_body(data)
+    targets = {"floor": f"{floor_base}/upload", "imagegraph": f"{base}/api/v1/images/upload"}
+    p50s: dict[str, list[float]] = {label: [] for label in targets}
+    rates: dict[tuple[str, int], list[float]] = {(label, n): [] for label in targets for n in (2, 8)}
+    for _ in range(rounds):
+        for label, url in targets.items():
+            p50s[label].append(median(sequential(url, body, headers, count)))
+            for clients in (2, 8):
+                rates[label, clients].append(throughput(url, body, headers, clients, max(2, count * 2 // clients)))
+
+    def spread(values: list[float], scale: float = 1.0) -> str:
+        return f"{median(values) * scale:6.1f} ({min(values) * scale:.1f}-{max(values) * scale:.1f})"
+
+    print(
+        f"(d) uploads of a 512x512 noise PNG ({len(data) / 1000:.0f} KB), {rounds} alternating rounds of {count} "
+        "sequential uploads and 2 and 8 clients; median (min-max over rounds)"
+    )
+    print("    floor: a bare Starlette route writing the received body to a file with one fsync")
+    print(f"    {'':12s} {'one upload p50 ms':>22s} {'2 clients /s':>22s} {'8 clients /s':>22s}")
+    for label in targets:
+        print(
+            f"    {label:12s} {spread(p50s[label], 1000):>22s} {spread(rates[label, 2]):>22s} "
+            f"{spread(rates[label, 8]):>22s}"
+        )
+    ratio = median(p50s["imagegraph"]) / median(p50s["floor"])
+    per_round = [ours / floor for ours, floor in zip(p50s["imagegraph"], p50s["floor"], strict=True)]
+    two = median(rates["imagegraph", 2])
+    print(
+        f"    p50 ratio to the floor {ratio:.1f}x (per round {min(per_round):.1f}-{max(per_round):.1f}x; goal <= 8x); "
+        f"2 clients {two:.1f}/s (goal >= 70/s)"
+    )
+
+
+# (e) PNG compression levels, for the uploads that are converted (JPEG, WebP, PNGs not kept as sent)
+
+
+def bench_png_levels(runs: int) -> None:
+    """Encode time (CPU time of the encoding thread, so a busy machine does not inflate it) and size of a 512x512
+    image at each zlib level, as `encode_png` writes it."""
+    images = {"photo-like": photo_like(), "noise": noise_image(512)}
+    print(f"(e) PNG encode of a 512x512 image per zlib level, median of {runs} (CPU ms, KB)")
+    print(f"    {'level':>5s} " + " ".join(f"{label:>22s}" for label in images))
+    for level in range(10):
+        cells = []
+        for image in images.values():
+            times = []
+            for _ in range(runs):
+                started = time.thread_time()
+                size = len(encode_png(image, {}, compress_level=level))
+                times.append(time.thread_time() - started)
+            cells.append(f"{median(times) * 1000:9.1f} ms {size / 1000:6.0f} KB")
+        print(f"    {level:5d} " + " ".join(f"{cell:>22s}" for cell in cells))
+
+
+def start_server(script: str, *args: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, *args, str(port)], cwd=Path(__file__).resolve().parent.parent
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_200(f"{base}/health")
+    except BaseException:
+        process.terminate()
+        raise
+    return process, base
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=30)
+
+
+PARTS = ("files", "list", "metadata", "uploads", "png-levels")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--only", choices=PARTS, action="append", help="run only these parts (repeatable)")
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per URL")
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=200, help="requests per list query")
-    parser.add_argument("--uploads", type=int, default=30, help="uploads per client")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating upload rounds (ours, the floor)")
+    parser.add_argument("--uploads", type=int, default=20, help="sequential uploads per round")
+    parser.add_argument("--levels-runs", type=int, default=9, help="encodes per PNG compression level")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
+    parts = set(args.only or PARTS)
+    seeded = bool(parts & {"files", "list", "metadata"})
+    if "files" in parts and shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install -y wrk)")
 
+    if parts == {"png-levels"}:
+        bench_png_levels(args.levels_runs)
+        return
     root = Path(tempfile.mkdtemp(prefix="imagegraph-bench-"))
     try:
         settings = Settings(root=str(root), watch=False)
-        started = time.perf_counter()
-        boards, session_id, session_image = seed(settings, args.records)
-        print(
-            f"seeded {args.records:,} records and {2 * args.records:,} files in {time.perf_counter() - started:.1f} s"
-        )
-        print(f"start-up reconciliation over them: {time_reconcile(settings):.2f} s (in the background after start)")
-
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [sys.executable, "-c", SERVER, str(root), str(port)], cwd=Path(__file__).resolve().parent.parent
-        )
-        try:
-            wait_for_200(f"{base}/health")
-            time.sleep(3)  # let the server's own background reconciliation finish
-            response = httpx.post(
-                f"{base}/api/v1/images/upload", files={"file": ("big.png", noise_png(365), "image/png")}
+        if seeded:
+            started = time.perf_counter()
+            boards, session_id, session_image = seed(settings, args.records)
+            print(
+                f"seeded {args.records:,} records and {2 * args.records:,} files in "
+                f"{time.perf_counter() - started:.1f} s"
             )
-            response.raise_for_status()
-            name = response.json()["image_name"]
-            bench_files(base, name, args.seconds)
-            bench_list(base, boards, args.runs)
-            bench_metadata(base, session_id, session_image, args.runs)
-            bench_uploads(base, args.uploads)
+            print(
+                f"start-up reconciliation over them: {time_reconcile(settings):.2f} s (in the background after start)"
+            )
+
+        server, base = start_server(SERVER, str(root))
+        try:
+            if seeded:
+                time.sleep(3)  # let the server's own background reconciliation finish
+            if "files" in parts:
+                response = httpx.post(
+                    f"{base}/api/v1/images/upload", files={"file": ("big.png", noise_png(365), "image/png")}
+                )
+                response.raise_for_status()
+                bench_files(base, response.json()["image_name"], args.seconds)
+            if "list" in parts:
+                bench_list(base, boards, args.runs)
+            if "metadata" in parts:
+                bench_metadata(base, session_id, session_image, args.runs)
+            if "uploads" in parts:
+                floor_dir = root / "floor"
+                floor_dir.mkdir()
+                floor, floor_base = start_server(FLOOR, str(floor_dir))
+                try:
+                    bench_uploads(base, floor_base, args.rounds, args.uploads)
+                finally:
+                    stop(floor)
+            if "png-levels" in parts:
+                bench_png_levels(args.levels_runs)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            stop(server)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

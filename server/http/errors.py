@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 
+from server.images.upload import ImageTooLarge, NotAnImage
 from server.models import errors as model_errors
 from server.models.merge import MergeError
 from server.models.probe import NotAModel
@@ -119,6 +120,8 @@ DOMAIN_STATUS: dict[type[Exception], int] = {
     model_errors.ModelsUnavailable: 424,
     NotAModel: 415,
     MergeError: 400,
+    ImageTooLarge: 413,
+    NotAnImage: 415,
 }
 
 

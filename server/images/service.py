@@ -28,7 +28,7 @@ from server.images.boards import Boards
 from server.images.cache import CachedFile, FileCache, cached_file
 from server.images.embedded import stripped_graph_json
 from server.images.errors import ImageNotFound, UnknownBoard
-from server.images.files import TEMP_PREFIX, ImageFiles, WrittenImage
+from server.images.files import PNG_COMPRESS_LEVEL, TEMP_PREFIX, UPLOAD_PNG_COMPRESS_LEVEL, ImageFiles, WrittenImage
 from server.images.metadata import is_json
 from server.images.names import is_image_name, new_image_name, thumbnail_name
 from server.images.schema import ImageCategory, ImageDTO, ImageMetadata, ImagePatch, ListImagesQuery
@@ -149,25 +149,28 @@ class ImageService:
     async def upload(
         self, data: bytes, *, category: ImageCategory = "user", is_intermediate: bool = False, board_id: str | None
     ) -> ImageDTO:
-        """Store an uploaded PNG/JPEG/WebP as PNG; raises UploadRejected (413/415) or UnknownBoard."""
+        """Store an uploaded PNG/JPEG/WebP as PNG (a clean PNG as the bytes sent); raises UploadRejected
+        (413/415) or UnknownBoard."""
         if board_id is not None and not await self.boards.exists(board_id):
             raise UnknownBoard(board_id)
-        image, found = await asyncio.to_thread(decode_upload, data)
+        decoded = await asyncio.to_thread(decode_upload, data)
         try:
             return await self._store(
-                image,
-                found.chunks,
+                decoded.image,
+                decoded.metadata.chunks,
+                png=decoded.kept_png,
+                compress_level=UPLOAD_PNG_COMPRESS_LEVEL,
                 category=category,
                 is_intermediate=is_intermediate,
                 session_id=None,
                 node_id=None,
                 board_id=board_id,
-                metadata=found.metadata,
-                graph=found.graph,
-                workflow=found.workflow,
+                metadata=decoded.metadata.metadata,
+                graph=decoded.metadata.graph,
+                workflow=decoded.metadata.workflow,
             )
         finally:
-            image.close()
+            decoded.image.close()
 
     async def _store(self, image: Image.Image, chunks: dict[str, str], **fields: Any) -> ImageDTO:
         # Shielded: a caller that gives up (client gone, session canceled) does not leave half a write behind;
@@ -179,6 +182,8 @@ class ImageService:
         image: Image.Image,
         chunks: dict[str, str],
         *,
+        png: bytes | None = None,
+        compress_level: int = PNG_COMPRESS_LEVEL,
         category: ImageCategory,
         is_intermediate: bool,
         session_id: str | None,
@@ -188,10 +193,14 @@ class ImageService:
         graph: str | None,
         workflow: str | None,
     ) -> ImageDTO:
+        """`png`: the file's bytes when they are stored as they are (a clean upload); otherwise `image` is
+        encoded with `chunks` at `compress_level`."""
         name = new_image_name()
         self._pending.add(name)
         try:
-            written: WrittenImage = await asyncio.to_thread(self.files.write, name, image, chunks)
+            written: WrittenImage = await asyncio.to_thread(
+                self.files.write, name, image, chunks, png=png, compress_level=compress_level
+            )
             now = utc_now()
             record = records.ImageRecord(
                 image_name=name,

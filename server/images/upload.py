@@ -1,27 +1,59 @@
 """Decoding an uploaded file: what it is is decided by decoding it, never by its name or content type.
 
+A PNG that decodes completely, needs no turning, has a pixel mode the server keeps (`PNG_MODES`) and a clean
+chunk layout (`png_layout`) is stored as the bytes that were sent (anything after IEND left off): re-encoding
+it would cost tens of milliseconds and change nothing a reader sees. Everything else is re-encoded: JPEG and
+WebP, a PNG whose EXIF asks for a turn (or cannot be read), an animated PNG (its first frame is kept, as
+before), palette images (converted to RGB/RGBA, as the nodes expect) and the chunk layouts `png_layout` refuses.
+Metadata never forces a re-encode: the kept bytes carry the very chunks Pillow read, so InvokeAI, ComfyUI,
+A1111 (all Pillow) and we read the same text from the stored file as from the upload.
+
 Blocking (Pillow): run in a thread."""
 
 from __future__ import annotations
 
 import io
+import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from server.images.files import PNG_MODES
 from server.images.foreign import EXIF_IFD, USER_COMMENT, ForeignMetadata, decode_user_comment, read_foreign_metadata
+from server.images.png_layout import MustReencode, kept_length
 
 if TYPE_CHECKING:
     from PIL import Image
 
+log = logging.getLogger(__name__)
+
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
+EXIF_ORIENTATION = 0x0112
+# Orientations other than 1 ("as stored"): each needs a flip or a turn before the pixels are upright.
+TURNED = frozenset(range(2, 9))
 
 
 class UploadRejected(Exception):
-    """The upload cannot be stored; `status` is 413 (too big) or 415 (not an image we accept)."""
+    """The upload cannot be stored; the message says why."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, detail: str) -> None:
         super().__init__(detail)
-        self.status = status
         self.detail = detail
+
+
+class ImageTooLarge(UploadRejected):
+    """More pixels than the server decodes."""
+
+
+class NotAnImage(UploadRejected):
+    """Not a PNG, JPEG or WebP we can decode (truncated, corrupt, another format)."""
+
+
+@dataclass(frozen=True)
+class DecodedUpload:
+    image: Image.Image  # decoded in full, EXIF orientation applied
+    metadata: ForeignMetadata
+    # The upload's own bytes, to store as they are; None when `image` is to be encoded as PNG instead.
+    kept_png: bytes | None
 
 
 def max_pixels() -> int:
@@ -31,41 +63,69 @@ def max_pixels() -> int:
     return Image.MAX_IMAGE_PIXELS or 2**62
 
 
-def decode_upload(data: bytes) -> tuple[Image.Image, ForeignMetadata]:
-    """The decoded image (EXIF orientation applied) and the metadata it carried."""
+def decode_upload(data: bytes) -> DecodedUpload:
+    """The decoded image, the metadata it carried, and its bytes when they can be stored as they are."""
     # Pillow is imported where it is used: the server answers its first request before loading it.
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         # Opening reads only the header; over the pixel limit Pillow merely warns (it raises at twice the
         # limit), so the size is checked here before any pixel is decoded.
-        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        image: Image.Image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         width, height = image.size
         if width * height > max_pixels():
-            raise UploadRejected(
-                413, f"The image is {width}×{height} pixels, more than the {max_pixels():,} pixels allowed"
-            )
+            raise ImageTooLarge(f"The image is {width}×{height} pixels, more than the {max_pixels():,} pixels allowed")
         image.load()
     except UploadRejected:
         raise
     except Image.DecompressionBombError as exc:
-        raise UploadRejected(413, f"The image is too large to decode safely: {exc}") from None
+        raise ImageTooLarge(f"The image is too large to decode safely: {exc}") from None
     except UnidentifiedImageError:
-        raise UploadRejected(415, "The file is not a PNG, JPEG or WebP image") from None
+        raise NotAnImage("The file is not a PNG, JPEG or WebP image") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         # Truncated or corrupt data, or a text chunk over Pillow's safety limit.
-        raise UploadRejected(415, f"The image could not be decoded: {exc}") from None
+        raise NotAnImage(f"The image could not be decoded: {exc}") from None
 
+    file_format = image.format
     text_chunks = {key: value for key, value in getattr(image, "text", {}).items() if isinstance(value, str)}
+    try:
+        exif: Image.Exif | None = image.getexif()
+    except Exception:  # a damaged EXIF block loses what it held (comment, orientation), never the upload
+        exif = None
     exif_comment = None
-    if image.format in ("JPEG", "WEBP"):
+    if exif is not None and file_format in ("JPEG", "WEBP"):
         try:
-            exif_comment = decode_user_comment(image.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT))
-        except Exception:  # a damaged EXIF block only loses the comment, never the upload
+            exif_comment = decode_user_comment(exif.get_ifd(EXIF_IFD).get(USER_COMMENT))
+        except Exception:
             exif_comment = None
     found = read_foreign_metadata(text_chunks, exif_comment)
 
-    upright = ImageOps.exif_transpose(image)
-    if upright is not image:
+    turned = _needs_turning(exif)
+    if turned:
+        upright = ImageOps.exif_transpose(image)
         image.close()
-    return upright, found
+        image = upright
+    kept = None
+    if file_format == "PNG" and exif is not None and not turned and image.mode in PNG_MODES:
+        kept = _kept_bytes(data)
+    return DecodedUpload(image, found, kept)
+
+
+def _needs_turning(exif: Image.Exif | None) -> bool:
+    if exif is None:
+        return False
+    try:
+        # The same lookup exif_transpose makes (a rational 6/1 counts as 6).
+        return exif.get(EXIF_ORIENTATION) in TURNED
+    except TypeError:  # an unhashable value: no orientation exif_transpose would apply either
+        return False
+
+
+def _kept_bytes(data: bytes) -> bytes | None:
+    try:
+        length = kept_length(data)
+    except MustReencode as why:
+        log.debug("re-encoding an uploaded PNG: %s", why)
+        return None
+    # Slicing copies: only done when something follows IEND.
+    return data if length == len(data) else data[:length]
