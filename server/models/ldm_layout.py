@@ -34,6 +34,12 @@ OPEN_CLIP_PREFIX = {
     "sdxl-refiner": "conditioner.embedders.0.model.",
 }
 BASES = ("sd-1", "sd-2", "sdxl", "sdxl-refiner")
+_PARTS = {
+    "sd-1": ("unet", "vae", "text_encoder"),
+    "sd-2": ("unet", "vae", "text_encoder"),
+    "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2"),
+    "sdxl-refiner": ("unet", "vae", "text_encoder_2"),
+}
 
 _UNET_RESNET = {
     "norm1": "in_layers.0",
@@ -225,6 +231,9 @@ def ldm_state_dict(base: str, parts: Mapping[str, Any]) -> dict[str, Any]:
     `text_encoder`, `text_encoder_2` as the base has them) in the original layout of `base`."""
     if base not in BASES:
         raise ValueError(f"unknown base {base!r}; one of {', '.join(BASES)}")
+    missing = [name for name in _PARTS[base] if parts.get(name) is None]
+    if missing:
+        raise ValueError(f"a single file of {base} needs {', '.join(missing)}")
     pieces = [unet_to_ldm(parts["unet"]), vae_to_ldm(parts["vae"])]
     if base == "sd-1":
         pieces.append(clip_to_ldm(parts["text_encoder"], CLIP_PREFIX))
