@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from server.fileio import publish_folder
 from server.models.libraries import quiet_ml_libraries
-from server.models.tiny import CKPT_CONFIG_KEY, MODEL_INDEX, SAFETENSORS_CONFIG_KEY, write_tokenizer
+from server.models.tiny import CKPT_CONFIG_KEY, MODEL_INDEX, SAFETENSORS_CONFIG_KEY
+from server.models.tiny_tokenizer import write_tokenizer
 
 if TYPE_CHECKING:
     import torch

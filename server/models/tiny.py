@@ -2,7 +2,8 @@
 
 They run the real code paths (UNets with cross-attention, a VAE with scale factor 8, CLIP text encoders and a
 byte-level BPE tokenizer) in a few milliseconds per step, so tests, CI and `make-tiny-model` demos need no
-downloaded weights. SD-1 is built here; the other bases in `server.models.tiny_sdxl`. Three on-disk forms:
+downloaded weights. SD-1 is built here, the other bases in `server.models.tiny_sdxl`, the tokenizer they share
+in `server.models.tiny_tokenizer`. Three on-disk forms:
 
 - ``diffusers``: the pipeline's folder.
 - ``checkpoint``: one ``.safetensors`` in the original key layout of its base (LDM for SD-1/SD-2, SGM for
@@ -16,7 +17,6 @@ under ``imagegraph_diffusers_config`` in the ``.ckpt`` dict.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from server.models.libraries import quiet_ml_libraries
-from server.models.shipped import bytes_to_unicode
+from server.models.tiny_tokenizer import BOS, EOS, TOKENIZER_CONFIG, bpe_vocab, write_tokenizer
 
 SAFETENSORS_CONFIG_KEY = "imagegraph.diffusers_config"
 CKPT_CONFIG_KEY = "imagegraph_diffusers_config"
@@ -47,33 +47,6 @@ MODEL_INDEX: dict[str, Any] = {
     "unet": ["diffusers", "UNet2DConditionModel"],
     "vae": ["diffusers", "AutoencoderKL"],
 }
-
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-TOKENIZER_CONFIG: dict[str, Any] = {
-    "tokenizer_class": "CLIPTokenizer",
-    # Without it transformers reports a max length of ~1e30 and prompts are never truncated.
-    "model_max_length": 77,
-    "bos_token": BOS,
-    "eos_token": EOS,
-    "unk_token": EOS,
-    "pad_token": EOS,  # SD-1's tokenizer pads with <|endoftext|>
-    "do_lower_case": True,
-    "errors": "replace",
-    "add_prefix_space": False,
-}
-
-# Words the BPE merges are learned from: prompt-like English, so a prompt takes a realistic share of
-# the 77-token window instead of one token per character.
-_BPE_CORPUS = (
-    "a photo of the cat dog in on at with and portrait landscape painting oil watercolor sketch drawing "
-    "red green blue yellow orange purple black white golden silver light dark night sunset dusk dawn "
-    "lighthouse mountain river forest ocean sea sky cloud snow rain city street house castle tower "
-    "fox bird horse flower tree garden field beach island desert village bridge boat ship car train "
-    "highly detailed realistic beautiful cinematic lighting dramatic sharp focus trending artstation "
-    "style by an old young man woman girl boy face eyes hair smiling standing sitting walking "
-    "masterpiece best quality ugly blurry deformed low resolution watermark text signature"
-)
-_BPE_MERGES = 300  # 514 base tokens + 300 merges stays under the text encoder's 1000-token vocab
 
 
 def write_tiny_model(out: Path, fmt: TinyFormat = "diffusers", seed: int = 0, base: TinyBase = "sd-1") -> Path:
@@ -126,7 +99,7 @@ def _write_folder(folder: Path, base: TinyBase, seed: int) -> dict[str, Any]:
     if base == "sd-1":
         unet, vae, text_encoder = _write_diffusers_folder(folder, seed)
         return {"unet": unet, "vae": vae, "text_encoder": text_encoder}
-    from server.models.tiny_sdxl import build_pipeline  # it builds on this module's tokenizer
+    from server.models.tiny_sdxl import build_pipeline
 
     pipe = build_pipeline(base, seed)
     pipe.save_pretrained(folder, safe_serialization=True)
@@ -150,7 +123,7 @@ def _write_diffusers_folder(folder: Path, seed: int) -> tuple[Any, Any, Any]:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    vocab, merges = _bpe_vocab()
+    vocab, merges = bpe_vocab()
     folder.mkdir(parents=True)
     # What `save_pretrained` writes, `_diffusers_version` included (diffusers' inpaint pipeline requires it).
     import diffusers
@@ -215,39 +188,6 @@ def _write_diffusers_folder(folder: Path, seed: int) -> tuple[Any, Any, Any]:
     for name, part in parts.items():
         part.save_pretrained(folder / name)
     return unet, vae, text_encoder
-
-
-def _bpe_vocab() -> tuple[dict[str, int], list[str]]:
-    """CLIP-style vocab (bytes, bytes+</w>, one token per merge, then the two specials) and merges."""
-    symbols = bytes_to_unicode()
-    words = [[*w[:-1], w[-1] + "</w>"] for w in _BPE_CORPUS.split()]
-    merges: list[str] = []
-    for _ in range(_BPE_MERGES):
-        counts: dict[tuple[str, str], int] = {}
-        for w in words:
-            for pair in itertools.pairwise(w):
-                counts[pair] = counts.get(pair, 0) + 1
-        if not counts:
-            break
-        # Ties broken by the pair itself, so the vocab never depends on dict order.
-        best = max(counts, key=lambda p: (counts[p], p))
-        merges.append(f"{best[0]} {best[1]}")
-        for w in words:
-            i = 0
-            while i < len(w) - 1:
-                if (w[i], w[i + 1]) == best:
-                    w[i : i + 2] = [w[i] + w[i + 1]]
-                i += 1
-    tokens = [*symbols, *(s + "</w>" for s in symbols), *(m.replace(" ", "") for m in merges), BOS, EOS]
-    return {t: i for i, t in enumerate(tokens)}, merges
-
-
-def write_tokenizer(folder: Path, vocab: dict[str, int], merges: list[str], config: dict[str, Any]) -> None:
-    """The files `CLIPTokenizer.from_pretrained` reads (transformers 5 ignores `vocab_file=` kwargs)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges), encoding="utf-8")
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def read_config_tree(folder: Path) -> dict[str, Any]:

@@ -12,12 +12,14 @@ of these models: `server.models.tiny.write_tiny_model(out, "checkpoint", base="s
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from server.models.libraries import quiet_ml_libraries
-from server.models.tiny import BOS, EOS, TOKENIZER_CONFIG, _bpe_vocab, write_tiny_model, write_tokenizer
+from server.models.tiny_tokenizer import BOS, EOS, TOKENIZER_CONFIG, bpe_vocab, write_tokenizer
 
 TinyBase = Literal["sdxl", "sdxl-refiner", "sd-2"]
 TEXT_WIDTH = 32  # CLIP-L (SDXL's text_encoder) and SD-2's encoder
@@ -27,9 +29,22 @@ TIME_EMBED = 8
 
 
 def write_tiny_model_of_base(out: Path, base: TinyBase, seed: int = 0) -> Path:
-    """A tiny diffusers folder of `base` at `out` (which must not exist); appears atomically. The same as
-    `server.models.tiny.write_tiny_model(out, "diffusers", seed, base)`, which also writes single files."""
-    return write_tiny_model(out, "diffusers", seed, base)
+    """A tiny diffusers folder of `base` at `out` (which must not exist); appears atomically. Single files of
+    these models, and the same folders: `server.models.tiny.write_tiny_model(out, fmt, seed, base)`."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        pipe = build_pipeline(base, seed)
+        pipe.save_pretrained(tmp / "model", safe_serialization=True)
+        for path in [tmp / "model", *(tmp / "model").rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        os.rename(tmp / "model", out)
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_pipeline(base: TinyBase, seed: int = 0) -> Any:
@@ -47,7 +62,7 @@ def build_pipeline(base: TinyBase, seed: int = 0) -> Any:
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    vocab, merges = _bpe_vocab()
+    vocab, merges = bpe_vocab()
     with tempfile.TemporaryDirectory() as folder:
         write_tokenizer(Path(folder), vocab, merges, TOKENIZER_CONFIG)
         tokenizer = CLIPTokenizer.from_pretrained(folder, model_max_length=77)

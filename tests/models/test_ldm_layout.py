@@ -22,7 +22,7 @@ def tiny(base: str) -> tuple[Any, dict[str, Any]]:
     """The tiny pipeline of `base` and its single-file state dict, built once per test run."""
     from server.models.tiny_sdxl import build_pipeline
 
-    pipe = build_pipeline(base, seed=3)  # type: ignore[arg-type]
+    pipe = build_pipeline(base, seed=3)
     return pipe, ldm_state_dict(base, pipe.components)
 
 

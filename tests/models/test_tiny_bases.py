@@ -111,13 +111,21 @@ def test_single_file_loads_offline_with_every_weight_and_pixel(
     assert (generate(got, base) == generate(want, base)).all(), f"the {fmt} draws other pixels than the folder"
 
 
+def _files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.mark.parametrize("base", TINY_BASES)
 def test_same_seed_same_bytes(tiny_base_files, tmp_path: Path, base: str) -> None:
     from server.models.tiny import write_tiny_model
+    from server.models.tiny_sdxl import write_tiny_model_of_base
 
     again = write_tiny_model(tmp_path / "again.safetensors", "checkpoint", base=base)
     assert again.read_bytes() == tiny_base_files[base, "checkpoint"].read_bytes()
     assert tiny_base_files[base, "checkpoint"].stat().st_size < 16 * 1024 * 1024
+    # tiny_sdxl's folder writer and write_tiny_model write the same folder.
+    folder = write_tiny_model_of_base(tmp_path / "folder", base)
+    assert _files_of(folder) == _files_of(tiny_base_files[base, "diffusers"])
 
 
 def _embedded(path: Path) -> dict[str, Any]:
