@@ -30,9 +30,13 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_generate(commands)
 
-    tiny = commands.add_parser("make-tiny-model", help="write a tiny random-weight SD-1.x model (for demos and tests)")
+    tiny = commands.add_parser(
+        "make-tiny-model",
+        help="write a tiny random-weight SD-1, SD-2, SDXL or SDXL-refiner model (for demos and tests)",
+    )
     tiny.add_argument("out", type=Path, help="folder (diffusers) or file (checkpoint: .safetensors, ckpt: .ckpt)")
     tiny.add_argument("--format", choices=["diffusers", "checkpoint", "ckpt"], default="diffusers")
+    tiny.add_argument("--base", choices=["sd-1", "sd-2", "sdxl", "sdxl-refiner"], default="sd-1")
     tiny.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -144,7 +148,7 @@ def _serve_forever(settings: Settings, sock: socket.socket) -> None:
 def _make_tiny_model(args: argparse.Namespace) -> int:
     from server.models.tiny import write_tiny_model
 
-    path = write_tiny_model(args.out, args.format, seed=args.seed)
+    path = write_tiny_model(args.out, args.format, seed=args.seed, base=args.base)
     print(path)
     return 0
 

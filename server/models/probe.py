@@ -38,8 +38,10 @@ _BASE_BY_CONTEXT = {768: "sd-1", 1024: "sd-2", 2048: "sdxl", 1280: "sdxl-refiner
 _BASE_BY_TEXT_WIDTH = {768: "sd-1", 1024: "sd-2", 1280: "sdxl"}
 _VARIANT_BY_IN_CHANNELS = {4: "normal", 9: "inpaint", 5: "depth"}
 
-# Embedded by server.models.tiny in the tiny test model; its architecture is SD-1's in miniature.
-_TINY_CONFIG_KEY = "imagegraph.diffusers_config"
+# Embedded by server.models.tiny in the tiny test models (safetensors metadata key, .ckpt dict key): their
+# architectures are the real ones in miniature, with widths no real model has.
+_TINY_CONFIG_KEYS = ("imagegraph.diffusers_config", "imagegraph_diffusers_config")
+_PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 class NotAModel(Exception):
@@ -231,7 +233,7 @@ def _main_file(
             base = "sdxl-refiner"
         elif any(k.startswith("cond_stage_model.model.") for k in shapes):
             base = "sd-2"
-        elif any(k.startswith("cond_stage_model.transformer.") for k in shapes) or _TINY_CONFIG_KEY in metadata:
+        elif any(k.startswith("cond_stage_model.transformer.") for k in shapes) or _embedded_config(metadata):
             base = "sd-1"
         else:
             base = hint_base or "sd-1"
@@ -242,6 +244,8 @@ def _main_file(
     prediction = "epsilon"
     if base == "sd-2":
         prediction = _guess_sd2_prediction(path, extra)
+    # A tiny model's own scheduler config says what it predicts; no guess from names needed.
+    prediction = _embedded_prediction_type(metadata) or prediction
     result = ProbeResult(
         base_model=base,
         model_type="main",
@@ -254,6 +258,22 @@ def _main_file(
         # A yaml beside the checkpoint (`model.safetensors` + `model.yaml`) is its own config, as in A1111.
         result.config = str(path.with_suffix(".yaml"))
     return result
+
+
+def _embedded_config(metadata: dict[str, str]) -> str | None:
+    return next((metadata[key] for key in _TINY_CONFIG_KEYS if key in metadata), None)
+
+
+def _embedded_prediction_type(metadata: dict[str, str]) -> str | None:
+    text = _embedded_config(metadata)
+    if text is None:
+        return None
+    try:
+        scheduler = json.loads(text).get("scheduler")
+    except (ValueError, AttributeError):
+        return None
+    prediction = scheduler.get("prediction_type") if isinstance(scheduler, dict) else None
+    return prediction if prediction in _PREDICTION_TYPES else None
 
 
 def _guess_sd2_prediction(path: Path, extra: dict[str, Any]) -> str:
@@ -416,7 +436,7 @@ def _pipeline_folder(path: Path, hint_base: str | None) -> ProbeResult:
             else "sdxl"
         )
     else:
-        base = _BASE_BY_CONTEXT.get(unet.get("cross_attention_dim") or 0) or hint_base or "sd-1"
+        base = _BASE_BY_CONTEXT.get(unet.get("cross_attention_dim") or 0) or hint_base or _sd_by_projection(unet)
         if base in ("sdxl", "sdxl-refiner"):
             base = hint_base or "sd-1"
     variant = _VARIANT_BY_IN_CHANNELS.get(unet.get("in_channels", 4), "normal")
@@ -430,6 +450,12 @@ def _pipeline_folder(path: Path, hint_base: str | None) -> ProbeResult:
     return ProbeResult(
         base_model=base, model_type="main", model_format="diffusers", variant=variant, prediction_type=prediction
     )
+
+
+def _sd_by_projection(unet: dict[str, Any]) -> str:
+    # Not a stock width (the tiny test models are 32 wide): SD-2's UNets have linear transformer projections
+    # (`use_linear_projection`), SD-1's have 1x1 convs.
+    return "sd-2" if unet.get("use_linear_projection") is True else "sd-1"
 
 
 _COMPONENT_CONFIGS = (

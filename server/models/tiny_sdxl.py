@@ -2,10 +2,13 @@
 
 The SDXL UNet has SDXL's shape in miniature: a `text_time` addition embedding fed by the pooled output of the
 second text encoder and the size/crop (or aesthetic score) time ids, cross-attention over the two encoders'
-hidden states side by side, `use_linear_projection`, several transformer layers per block. The text encoders
-are the tiny SD-1 one's size; both use the tiny tokenizer. The VAE is the tiny one with SDXL's scaling factor
-and `force_upcast`. Each folder is what the pipeline's `save_pretrained` writes (`model_index.json` with
-`_diffusers_version`), so diffusers' own SDXL pipelines load it as it is."""
+hidden states side by side, `use_linear_projection`, several transformer layers per block. The first text
+encoder (SDXL's CLIP-L) is the tiny SD-1 one's size; the second (OpenCLIP bigG) is twice as wide, as bigG is
+wider than CLIP-L: diffusers' single-file loader tells the two apart only by width, and code that mixes them
+up fails here as it would on a real model. Both use the tiny tokenizer. The VAE is the tiny one with SDXL's
+scaling factor and `force_upcast`. Each folder is what the pipeline's `save_pretrained` writes
+(`model_index.json` with `_diffusers_version`), so diffusers' own SDXL pipelines load it as it is. Single files
+of these models: `server.models.tiny.write_tiny_model(out, "checkpoint", base="sdxl")`."""
 
 from __future__ import annotations
 
@@ -16,16 +19,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from server.models.libraries import quiet_ml_libraries
-from server.models.tiny import BOS, EOS, TOKENIZER_CONFIG, _bpe_vocab, write_tokenizer
+from server.models.tiny_tokenizer import BOS, EOS, TOKENIZER_CONFIG, bpe_vocab, write_tokenizer
 
 TinyBase = Literal["sdxl", "sdxl-refiner", "sd-2"]
-TEXT_WIDTH = 32
-POOLED_WIDTH = 32
+TEXT_WIDTH = 32  # CLIP-L (SDXL's text_encoder) and SD-2's encoder
+TEXT_WIDTH_2 = 64  # OpenCLIP bigG (SDXL's and the refiner's text_encoder_2)
+POOLED_WIDTH = 64  # bigG's projection, as wide as bigG like the real one (1280)
 TIME_EMBED = 8
 
 
 def write_tiny_model_of_base(out: Path, base: TinyBase, seed: int = 0) -> Path:
-    """A tiny diffusers folder of `base` at `out` (which must not exist); appears atomically."""
+    """A tiny diffusers folder of `base` at `out` (which must not exist); appears atomically. Single files of
+    these models, and the same folders: `server.models.tiny.write_tiny_model(out, fmt, seed, base)`."""
     out = Path(out)
     if out.exists():
         raise FileExistsError(out)
@@ -57,20 +62,21 @@ def build_pipeline(base: TinyBase, seed: int = 0) -> Any:
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    vocab, merges = _bpe_vocab()
+    vocab, merges = bpe_vocab()
     with tempfile.TemporaryDirectory() as folder:
         write_tokenizer(Path(folder), vocab, merges, TOKENIZER_CONFIG)
         tokenizer = CLIPTokenizer.from_pretrained(folder, model_max_length=77)
 
-    def text_config(**extra: Any) -> Any:
+    def text_config(width: int = TEXT_WIDTH, *, open_clip: bool, **extra: Any) -> Any:
         return CLIPTextConfig(
-            hidden_size=TEXT_WIDTH,
+            hidden_size=width,
             intermediate_size=37,
             num_hidden_layers=2,
             num_attention_heads=4,
             vocab_size=1000,
             max_position_embeddings=77,
-            hidden_act="quick_gelu" if base == "sd-2" else "gelu",
+            # OpenAI's CLIP-L uses quick_gelu; the OpenCLIP encoders (SD-2's ViT-H, SDXL's bigG) use gelu.
+            hidden_act="gelu" if open_clip else "quick_gelu",
             bos_token_id=vocab[BOS],
             eos_token_id=vocab[EOS],
             pad_token_id=vocab[EOS],
@@ -114,7 +120,7 @@ def build_pipeline(base: TinyBase, seed: int = 0) -> Any:
             )
             return StableDiffusionPipeline(
                 vae=vae,
-                text_encoder=CLIPTextModel(text_config()),
+                text_encoder=CLIPTextModel(text_config(open_clip=True)),
                 tokenizer=tokenizer,
                 unet=unet,
                 scheduler=scheduler,
@@ -137,10 +143,12 @@ def build_pipeline(base: TinyBase, seed: int = 0) -> Any:
             addition_time_embed_dim=TIME_EMBED,
             transformer_layers_per_block=(1, 2),
             projection_class_embeddings_input_dim=time_ids * TIME_EMBED + POOLED_WIDTH,
-            cross_attention_dim=TEXT_WIDTH if refiner else 2 * TEXT_WIDTH,
+            cross_attention_dim=TEXT_WIDTH_2 if refiner else TEXT_WIDTH + TEXT_WIDTH_2,
             norm_num_groups=32,
         )
-        text_encoder_2 = CLIPTextModelWithProjection(text_config(projection_dim=POOLED_WIDTH))
+        text_encoder_2 = CLIPTextModelWithProjection(
+            text_config(TEXT_WIDTH_2, open_clip=True, projection_dim=POOLED_WIDTH)
+        )
         if refiner:
             return StableDiffusionXLImg2ImgPipeline(
                 vae=vae,
@@ -155,7 +163,7 @@ def build_pipeline(base: TinyBase, seed: int = 0) -> Any:
             )
         return StableDiffusionXLPipeline(
             vae=vae,
-            text_encoder=CLIPTextModel(text_config()),
+            text_encoder=CLIPTextModel(text_config(open_clip=False)),
             text_encoder_2=text_encoder_2,
             tokenizer=tokenizer,
             tokenizer_2=tokenizer,

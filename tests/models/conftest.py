@@ -74,6 +74,54 @@ def main_checkpoint_shapes(context: int, in_channels: int = 4, text: str = "sd-1
     return shapes
 
 
+# The tiny models beyond SD-1, the pipeline diffusers runs each as, and the file suffix of each format.
+TINY_BASES = ("sd-2", "sdxl", "sdxl-refiner")
+PIPELINE_OF_BASE = {
+    "sd-1": "StableDiffusionPipeline",
+    "sd-2": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+    "sdxl-refiner": "StableDiffusionXLImg2ImgPipeline",
+}
+SUFFIX = {"diffusers": "", "checkpoint": ".safetensors", "ckpt": ".ckpt"}
+
+
+@pytest.fixture(scope="session")
+def tiny_base_files(tmp_path_factory: pytest.TempPathFactory, tiny_model_files) -> dict[tuple[str, str], Path]:
+    """(base, format) -> the seed-0 tiny model of every base in every format, written once per test run
+    (read-only: copy it into a root before a test changes it). SD-1's are `tiny_model_files`."""
+    from server.models.tiny import write_tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny-bases")
+    files = {("sd-1", fmt): path for fmt, path in tiny_model_files.items()}
+    for base in TINY_BASES:
+        for fmt, suffix in SUFFIX.items():
+            files[base, fmt] = write_tiny_model(folder / f"{base}{suffix}", fmt, base=base)
+    return files
+
+
+def pipeline_class(base: str):
+    import diffusers
+
+    return getattr(diffusers, PIPELINE_OF_BASE[base])
+
+
+def generate(pipe, base: str, seed: int = 42):
+    """One 64x64 image through the diffusers pipeline `pipe` of `base`, as a float array; the refiner
+    (an img2img pipeline) refines a fixed gradient."""
+    import numpy as np
+    import torch
+
+    pipe.set_progress_bar_config(disable=True)
+    kwargs: dict = {"negative_prompt": "blurry", "num_inference_steps": 4}
+    if base == "sdxl-refiner":
+        ramp = np.linspace(0.0, 1.0, 64, dtype=np.float32)
+        kwargs.update(image=torch.from_numpy(np.stack([np.outer(ramp, ramp)] * 3))[None], strength=0.5)
+    else:
+        kwargs.update(height=64, width=64)
+    generator = torch.Generator().manual_seed(seed)
+    return pipe("a lighthouse at dusk", generator=generator, output_type="np", **kwargs).images[0]
+
+
 class Recorder:
     """Every models_changed event the app emits, in order."""
 

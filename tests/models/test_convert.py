@@ -1,5 +1,5 @@
-"""PUT /models/convert: a checkpoint becomes a diffusers folder (offline) that generates the same pixels,
-and the entry points at it."""
+"""PUT /models/convert: a checkpoint of any base becomes a diffusers folder (offline) that generates the same
+pixels, and the entry points at it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import yaml
 from starlette.testclient import TestClient
 
 from server.models import shipped
-from tests.models.conftest import API, Recorder, listed, put_model, sync
+from tests.models.conftest import (
+    API,
+    SUFFIX,
+    Recorder,
+    generate,
+    listed,
+    pipeline_class,
+    put_model,
+    sync,
+)
 
 
 def _generate(pipe, seed: int = 42):
@@ -108,3 +117,54 @@ def test_real_sd1_checkpoints_get_the_shipped_config_folder(client: TestClient, 
     assert path.is_file()
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
     assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+@pytest.mark.parametrize(
+    ("base", "fmt"), [("sdxl", "checkpoint"), ("sdxl", "ckpt"), ("sdxl-refiner", "checkpoint"), ("sd-2", "ckpt")]
+)
+def test_a_single_file_of_each_base_imports_loads_and_converts_offline(
+    client: TestClient, root: Path, tiny_base_files, tmp_path: Path, base: str, fmt: str
+) -> None:
+    """Dropped into autoimport/, the tiny file is registered under its base; the loader gives every part the
+    pipeline has with the weights of the folder it was written from; the conversion is a folder diffusers'
+    own pipeline loads and draws the original folder's pixels with."""
+    import torch
+
+    from server.models.loader import ModelLoadError
+    from server.models.schema import ModelIdentifier
+
+    put_model(tiny_base_files[base, fmt], root / "autoimport" / "main" / f"tiny{SUFFIX[fmt]}")
+    sync(client)
+    entry = listed(client)[f"{base}/main/tiny"]
+    assert (entry["model_format"], entry["prediction_type"]) == (
+        "checkpoint",
+        "v_prediction" if base == "sd-2" else "epsilon",
+    )
+
+    reference = pipeline_class(base).from_pretrained(tiny_base_files[base, "diffusers"], local_files_only=True)
+    loader = client.app.state.services.executor.loader
+    model = ModelIdentifier(model_name="tiny", base_model=base, model_type="main")
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        want = getattr(reference, part, None)
+        if want is None:
+            with pytest.raises(ModelLoadError):
+                loader.load(model, part)
+            continue
+        got = loader.load(model, part).state_dict()
+        assert want.state_dict().keys() == got.keys(), part
+        assert all(torch.equal(t, got[k]) for k, t in want.state_dict().items()), f"{part} differs from the folder's"
+    for part in ("tokenizer", "tokenizer_2"):
+        if getattr(reference, part, None) is not None:
+            prompt = "a lighthouse at dusk, highly detailed"
+            assert loader.load(model, part)(prompt).input_ids == getattr(reference, part)(prompt).input_ids
+    assert loader.load(model, "scheduler")["prediction_type"] == reference.scheduler.config.prediction_type
+
+    dest = tmp_path / "converted"
+    dest.mkdir()
+    response = client.put(f"{API}/convert/{base}/main/tiny", params={"convert_dest_directory": str(dest)})
+    assert response.status_code == 200, response.text
+    assert (response.json()["model_format"], response.json()["base_model"]) == ("diffusers", base)
+    converted = pipeline_class(base).from_pretrained(dest / "tiny", local_files_only=True)
+    image = generate(converted, base)
+    assert image.std() > 0.02
+    assert (image == generate(reference, base)).all(), "the converted model draws other pixels than the original folder"

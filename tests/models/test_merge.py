@@ -1,5 +1,5 @@
 """PUT /models/merge: alpha 0 is the first model, each algorithm follows its formula tensor by tensor,
-three models add a difference, incompatible models are refused unless forced."""
+three models add a difference, incompatible models are refused unless forced; SDXL merges both text encoders."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from starlette.testclient import TestClient
 
 from server.models.tiny import write_tiny_model
-from tests.models.conftest import API, Recorder, listed, settle, sync
+from tests.models.conftest import API, Recorder, listed, put_model, settle, sync
 
 UNET = "unet/diffusion_pytorch_model.safetensors"
 TEXT = "text_encoder/model.safetensors"
@@ -174,3 +174,75 @@ def test_incompatible_models_are_refused_unless_forced(client: TestClient, regis
     assert torch.equal(merged[key], first[key]), "a mismatched tensor comes from the first model"
     other = "conv_out.weight"
     assert torch.allclose(merged[other], 0.5 * first[other] + 0.5 * tensors[other], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def sdxl_seeds(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny SDXL models (seeds 0 and 1), as folders and as checkpoints."""
+    folder = tmp_path_factory.mktemp("merge-sdxl")
+    out = {}
+    for seed in (0, 1):
+        out[f"x{seed}"] = write_tiny_model(folder / f"x{seed}", "diffusers", seed=seed, base="sdxl")
+        out[f"xc{seed}"] = write_tiny_model(folder / f"xc{seed}.safetensors", "checkpoint", seed=seed, base="sdxl")
+    return out
+
+
+def test_sdxl_folders_merge_both_text_encoders(client: TestClient, root: Path, sdxl_seeds) -> None:
+    import shutil
+
+    from diffusers import StableDiffusionXLPipeline
+
+    from tests.models.conftest import generate
+
+    for name in ("x0", "x1"):
+        shutil.copytree(sdxl_seeds[name], root / "autoimport" / "main" / name)
+        settle(root / "autoimport" / "main" / name)
+    sync(client)
+    response = client.put(f"{API}/merge/sdxl", json={"model_names": ["x0", "x1"], "alpha": 0.3})
+    assert response.status_code == 200, response.text
+    assert response.json()["path"] == "models/sdxl/main/x0+x1"
+    out = root / response.json()["path"]
+    for part in (UNET, TEXT, "text_encoder_2/model.safetensors"):
+        a, b = (load_file(sdxl_seeds[name] / part) for name in ("x0", "x1"))
+        merged = load_file(out / part)
+        keys = [k for k in _sample(a) if not torch.equal(a[k], b[k])]
+        assert keys, part
+        for key in keys:
+            assert torch.allclose(merged[key], 0.7 * a[key] + 0.3 * b[key], atol=1e-6), f"{part} {key}"
+    assert (out / VAE).read_bytes() == (sdxl_seeds["x0"] / VAE).read_bytes()
+    pipe = StableDiffusionXLPipeline.from_pretrained(out, local_files_only=True)
+    assert generate(pipe, "sdxl").std() > 0.02
+
+
+def test_sdxl_checkpoints_merge_into_a_loadable_checkpoint(client: TestClient, root: Path, sdxl_seeds) -> None:
+    from tests.models.conftest import generate
+
+    for name in ("xc0", "xc1"):
+        put_model(sdxl_seeds[name], root / "autoimport" / "main" / f"{name}.safetensors")
+    sync(client)
+    response = client.put(
+        f"{API}/merge/sdxl", json={"model_names": ["xc0", "xc1"], "alpha": 0.5, "merged_model_name": "half"}
+    )
+    assert response.status_code == 200, response.text
+    config = response.json()
+    assert (config["model_format"], config["config"]) == ("checkpoint", "stable-diffusion/sd_xl_base.yaml")
+    a, b = load_file(sdxl_seeds["xc0"]), load_file(sdxl_seeds["xc1"])
+    merged = load_file(root / config["path"])
+    for key in (
+        "conditioner.embedders.0.transformer.text_model.encoder.layers.0.mlp.fc1.weight",
+        "conditioner.embedders.1.model.transformer.resblocks.1.attn.in_proj_weight",
+        "model.diffusion_model.label_emb.0.0.weight",
+    ):
+        assert torch.allclose(merged[key], 0.5 * a[key] + 0.5 * b[key], atol=1e-6), key
+    vae_key = "first_stage_model.encoder.conv_in.weight"
+    assert torch.equal(merged[vae_key], a[vae_key]), "the VAE comes from the first model"
+    # The embedded configs survive, so the merge loads offline like its parents.
+    from server.models.single_file import load_pipeline_from_single_file
+
+    manager = client.app.state.services.models
+    half = manager.get("sdxl", "main", "half")
+    pipe = load_pipeline_from_single_file(
+        root / config["path"], manager.legacy_config_path(half), manager.diffusers_config_dir(half), None
+    )
+    assert type(pipe).__name__ == "StableDiffusionXLPipeline"
+    assert generate(pipe, "sdxl").std() > 0.02

@@ -279,3 +279,40 @@ def test_legacy_yaml_is_accepted_by_diffusers(name: str) -> None:
     family = next(k for k in expected if name.startswith(k))
     assert abs(params - expected[family]) < 0.1e6, f"{name}: UNet has {params} parameters"
     assert unet_config["in_channels"] == (9 if "inpainting" in name else 4)
+
+
+def test_diffusers_inpaint_pipeline_loads_the_folder(models: dict[str, Path]) -> None:
+    """The folder is what save_pretrained writes (`_diffusers_version` included), which the inpaint pipeline
+    insists on; a reference inpainting pipeline for comparisons can be loaded straight from it."""
+    import numpy as np
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline
+
+    assert "_diffusers_version" in json.loads((models["diffusers"] / "model_index.json").read_text())
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(models["diffusers"], local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    image = torch.full((1, 3, 64, 64), 0.5)
+    mask = torch.zeros((1, 1, 64, 64))
+    mask[..., 16:48, 16:48] = 1.0
+    out = pipe(
+        "a lighthouse at dusk",
+        image=image,
+        mask_image=mask,
+        height=64,
+        width=64,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(1),
+        output_type="np",
+    ).images[0]
+    assert out.shape == (64, 64, 3) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize(("base", "fmt", "name"), [("sdxl-refiner", "ckpt", "r.ckpt"), ("sd-2", "diffusers", "v")])
+def test_make_tiny_model_writes_the_base_asked_for(tmp_path: Path, capsys, base: str, fmt: str, name: str) -> None:
+    from server.cli import main
+    from server.models.probe import probe
+
+    out = tmp_path / name
+    assert main(["make-tiny-model", str(out), "--base", base, "--format", fmt, "--seed", "2"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert probe(out).base_model == base
