@@ -16,7 +16,7 @@ NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 
 ENV_PREFIX = "IMAGEGRAPH_"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-AUTOIMPORT_KINDS = ("main", "lora", "embedding", "controlnet", "vae")
+AUTOIMPORT_KINDS = ("main", "lora", "embedding", "controlnet", "vae", "upscale")
 # IMAGEGRAPH_* variables read by the client commands (`imagegraph generate`), not settings of the server.
 CLIENT_ENV = frozenset({"server"})
 

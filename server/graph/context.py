@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -90,9 +90,9 @@ class InvocationContext:
         except KeyError:
             return {}
 
-    def registered(self, model_type: str, base_model: str) -> list[ModelConfig]:
-        """The registered models of a type and base (the embeddings a prompt may name, say)."""
-        return self.services.loader.models.list_models([base_model], model_type)
+    def registered(self, model_type: str, base_models: Sequence[str]) -> list[ModelConfig]:
+        """The registered models of a type and bases (the embeddings a prompt may name, say)."""
+        return self.services.loader.models.list_models(list(base_models), model_type)
 
     @property
     def device(self) -> Any:
@@ -108,10 +108,12 @@ class InvocationContext:
             raise Canceled()
 
     def progress(self, step: int, total_steps: int, latents: Any) -> None:
-        """Report a finished step; attach a preview at most every `preview_interval_ms`."""
+        """Report a finished step; attach a preview of the latents (when there are any: an upscaler's tiles have
+        none) at most every `preview_interval_ms`."""
         now = time.monotonic()
         preview = None
-        if step == total_steps or (now - self._last_preview) * 1000 >= self.services.settings.preview_interval_ms:
+        due = step == total_steps or (now - self._last_preview) * 1000 >= self.services.settings.preview_interval_ms
+        if latents is not None and due:
             preview = latents_preview(latents)
             self._last_preview = now
         self.services.emit(

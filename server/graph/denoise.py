@@ -9,9 +9,14 @@ what lets every step report progress and stop on cancel."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from server.graph import control
+
+if TYPE_CHECKING:
+    from server.graph.control import PreparedControl
 
 LATENT_CHANNELS = 4
 # SD-1/2 VAEs downsample by 8 (LAB.md: the tiny model keeps that on purpose).
@@ -42,6 +47,14 @@ class TextConditioning:
     empty: bool = False
 
 
+@dataclass
+class DenoiseMask:
+    """Where to repaint, for the loop (made by server/graph/inpaint.py)."""
+
+    mask: Any  # 1 × 1 × h × w at latent size, 1 where the latents are repainted
+    masked_latents: Any | None = None  # 1 × 4 × h × w: the masked image, encoded (inpaint UNets only)
+
+
 def as_conditioning(value: Any) -> TextConditioning:
     return value if isinstance(value, TextConditioning) else TextConditioning(embeds=value)
 
@@ -61,6 +74,8 @@ def denoise(
     denoising_start: float = 0.0,
     denoising_end: float = 1.0,
     zeros_for_empty_negative: bool = False,
+    controls: Sequence[PreparedControl] = (),
+    mask: DenoiseMask | None = None,
     before_step: Callable[[], None] | None = None,
     after_step: StepCallback | None = None,
 ) -> Any:
@@ -69,7 +84,13 @@ def denoise(
     / `denoising_end` split one schedule between two runs as diffusers' SDXL pipelines do: the first stops at
     `denoising_end` and returns noisy latents, the second starts at `denoising_start` from them, adding noise
     only if `noise` is given. Returns latents; nothing to do returns `init_latents` untouched. `before_step` may
-    raise to stop (cancel); `after_step(step, total, latents)` reports progress."""
+    raise to stop (cancel); `after_step(step, total, latents)` reports progress.
+
+    `controls` add ControlNet residuals (server/graph/control.py); `mask` repaints only where it is white, as
+    StableDiffusionInpaintPipeline does: a 4-channel UNet gets the original (`init_latents`) put back outside the
+    mask after every step, a 9-channel one the mask and masked image as extra channels; at strength 1 it starts
+    from pure noise. Where the pipelines sample the VAE's posterior with the generator we take its mean (one image,
+    one result), so the generator's only draw before the loop is the noise's, which we repeat."""
     import torch
 
     device, dtype = unet.device, unet.dtype
@@ -78,13 +99,18 @@ def denoise(
     timesteps = scheduler.timesteps
     train_steps = scheduler.config.num_train_timesteps
     generator = torch.Generator("cpu").manual_seed(seed)
-    if init_latents is None:
-        if noise is None:
-            raise ValueError("text-to-image needs noise")
-        # The pipeline draws its initial noise from the generator it then hands to the scheduler; drawing
+    if noise is not None and denoising_start == 0:
+        # The pipelines draw their initial noise from the generator they then hand to the scheduler; drawing
         # the same numbers leaves ours in the same state, so ancestral samplers (euler_a, ddpm) match too.
         torch.randn(noise.shape, generator=generator, dtype=torch.float32)
+    if mask is not None and (init_latents is None or noise is None):
+        raise ValueError("inpainting needs the original's latents and noise")
+    if init_latents is None or (mask is not None and strength >= 1):
+        if noise is None:
+            raise ValueError("text-to-image needs noise")
         latents = noise.to(device, dtype) * scheduler.init_noise_sigma
+        if mask is not None and hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)
     else:
         if denoising_start > 0:
             # StableDiffusionXLImg2ImgPipeline.get_timesteps with denoising_start.
@@ -115,6 +141,8 @@ def denoise(
         step_kwargs["generator"] = generator
     guided = cfg_scale > 1.0  # the pipeline's rule: no unconditional pass at cfg ≤ 1
     context, added = _unet_conditioning(positive, negative, guided, zeros_for_empty_negative, device, dtype)
+    extra_channels = _inpaint_channels(unet, mask, guided, device, dtype)
+    blend = mask is not None and extra_channels is None
     total = len(timesteps)
     with torch.inference_mode():
         for index, timestep in enumerate(timesteps):
@@ -122,16 +150,48 @@ def denoise(
                 before_step()
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = scheduler.scale_model_input(model_input, timestep)
+            down, mid = control.residuals(controls, index, total, model_input, timestep, context, added, guided)
+            if extra_channels is not None:
+                model_input = torch.cat([model_input, extra_channels], dim=1)
             noise_pred = unet(
-                model_input, timestep, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False
+                model_input,
+                timestep,
+                encoder_hidden_states=context,
+                added_cond_kwargs=added,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+                return_dict=False,
             )[0]
             if guided:
                 uncond, text = noise_pred.chunk(2)
                 noise_pred = uncond + cfg_scale * (text - uncond)
             latents = scheduler.step(noise_pred, timestep, latents, **step_kwargs, return_dict=False)[0]
+            if blend:
+                assert mask is not None and init_latents is not None and noise is not None
+                # Outside the mask, the original, noised to where the next step starts.
+                kept = init_latents.to(device, dtype)
+                if index < total - 1:
+                    kept = scheduler.add_noise(kept, noise.to(device, dtype), timesteps[index + 1 : index + 2])
+                keep = mask.mask.to(device, dtype)
+                latents = (1 - keep) * kept + keep * latents
             if after_step is not None:
                 after_step(index + 1, total, latents)
     return latents
+
+
+def _inpaint_channels(unet: Any, mask: DenoiseMask | None, guided: bool, device: Any, dtype: Any) -> Any | None:
+    """The mask and masked-image latents an inpaint (9-channel) UNet takes beside the latents; None for others."""
+    import torch
+
+    channels = unet.config.in_channels
+    if channels == 4:
+        return None
+    if mask is None or mask.masked_latents is None:
+        raise ValueError(
+            f"this UNet takes {channels} input channels: an inpaint model needs a `denoise_mask` made with the VAE"
+        )
+    extra = torch.cat([mask.mask.to(device, dtype), mask.masked_latents.to(device, dtype)], dim=1)
+    return torch.cat([extra] * 2) if guided else extra
 
 
 def _unet_conditioning(

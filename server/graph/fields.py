@@ -6,7 +6,7 @@ model; the submodel is loaded only by the node that uses it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -36,6 +36,29 @@ class LoraField(msgspec.Struct):
 
     lora: ModelIdentifier
     weight: float
+
+
+ControlMode = Literal["balanced", "more_prompt", "more_control", "unbalanced"]
+ResizeMode = Literal["just_resize", "crop_resize", "fill_resize"]
+
+
+class ControlField(msgspec.Struct, kw_only=True):
+    """A ControlNet and the image that guides it, with how strongly and over which part of the schedule."""
+
+    image: ImageField
+    control_model: ModelIdentifier
+    control_weight: float = 1.0
+    begin_step_percent: float = 0.0
+    end_step_percent: float = 1.0
+    control_mode: ControlMode = "balanced"
+    resize_mode: ResizeMode = "just_resize"
+
+
+class DenoiseMaskField(msgspec.Struct, kw_only=True):
+    """Where to repaint (the mask, at latent size) and, for inpaint models, the masked image's latents."""
+
+    mask_name: str
+    masked_latents_name: str | None = None
 
 
 class UNetField(msgspec.Struct, kw_only=True):
@@ -85,6 +108,13 @@ class CoreMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
     refiner_scheduler: str | None = None
     refiner_positive_aesthetic_score: float | None = None
     refiner_negative_aesthetic_score: float | None = None
+    # A hires pass (InvokeAI's names), where one ran.
+    hrf_enabled: bool | None = None
+    hrf_method: str | None = None
+    hrf_strength: float | None = None
+    hrf_scale: float | None = None
+    hrf_width: int | None = None
+    hrf_height: int | None = None
 
 
 # The name each value type has in the node catalogue and in edge type checks.
@@ -99,4 +129,6 @@ TYPE_NAMES: dict[type, str] = {
     ModelIdentifier: "model",
     CoreMetadata: "metadata",
     LoraField: "lora",
+    ControlField: "control",
+    DenoiseMaskField: "denoise_mask",
 }

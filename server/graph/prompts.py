@@ -33,7 +33,8 @@ def mentioned_embeddings(prompt: str, clip: ClipField | None, models: Any) -> li
     names = embeddings.mentioned(prompt)
     if not names or clip is None:
         return []
-    registered = {config.model_name: config for config in models.list_models([clip.model.base_model], "embedding")}
+    base = clip.model.base_model
+    registered = embeddings.by_name(models.list_models(list(embeddings.usable_bases(base)), "embedding"), base)
     return [registered[name].identifier for name in names if name in registered]
 
 
@@ -42,7 +43,8 @@ def with_embeddings(ctx: InvocationContext, prompt: str, clip: ClipField, tokeni
     names = embeddings.mentioned(prompt)
     if not names:
         return prompt
-    registered = {config.model_name: config for config in ctx.registered("embedding", clip.model.base_model)}
+    base = clip.model.base_model
+    registered = embeddings.by_name(ctx.registered("embedding", embeddings.usable_bases(base)), base)
     tokens: dict[str, list[str]] = {}
     for name in names:
         config = registered.get(name)

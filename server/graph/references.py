@@ -129,9 +129,8 @@ def _unusable_embeddings(graph: Graph, incoming: dict[str, list[Edge]], models: 
             continue  # reported as not registered
         for field_name, names in mentions.items():
             for name in names:
-                config = next(
-                    (c for c in models.list_models([main.base_model], "embedding") if c.model_name == name), None
-                )
+                usable = models.list_models(list(embeddings.usable_bases(main.base_model)), "embedding")
+                config = embeddings.by_name(usable, main.base_model).get(name)
                 if config is None:
                     other = named.get(name)
                     if other is not None:

@@ -19,6 +19,26 @@ from typing import Any
 MENTION = re.compile(r"<([^<>:\s][^<>:]*)>")
 
 
+# The refiner's only text encoder is SDXL's second one, so SDXL embeddings work there through their `clip_g`
+# vectors (a refiner run after an SDXL base gets the same prompt, embeddings and all).
+_ALSO_USABLE = {"sdxl-refiner": ("sdxl",)}
+
+
+def usable_bases(model_base: str) -> tuple[str, ...]:
+    """The bases whose embeddings a model of `model_base` takes, its own first (it wins a shared name)."""
+    return (model_base, *_ALSO_USABLE.get(model_base, ()))
+
+
+def by_name(configs: list[Any], model_base: str) -> dict[str, Any]:
+    """Embedding configs by name, a model's own base winning over the others it can use."""
+    order = usable_bases(model_base)
+    ranked = sorted(configs, key=lambda c: order.index(c.base_model) if c.base_model in order else len(order))
+    found: dict[str, Any] = {}
+    for config in ranked:
+        found.setdefault(config.model_name, config)
+    return found
+
+
 class EmbeddingError(Exception):
     """An embedding that cannot be used here; the message says which and why."""
 

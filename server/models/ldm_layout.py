@@ -73,11 +73,12 @@ def _unet_table(config: Mapping[str, Any]) -> _Table:
     }
     # Entries for modules a block type lacks (attentions of a DownBlock2D, the last block's samplers) are
     # never looked up: the table is read from the model's own keys.
-    for b, up_type in enumerate(config["up_block_types"]):
+    for b in range(len(config["down_block_types"])):
         for j in range(per - 1):
             table[f"down_blocks.{b}.resnets.{j}"] = (f"input_blocks.{1 + b * per + j}.0", _UNET_RESNET)
             table[f"down_blocks.{b}.attentions.{j}"] = (f"input_blocks.{1 + b * per + j}.1", {})
         table[f"down_blocks.{b}.downsamplers.0.conv"] = (f"input_blocks.{(b + 1) * per}.0.op", {})
+    for b, up_type in enumerate(config.get("up_block_types", ())):  # a ControlNet has no decoder half
         for j in range(per):
             table[f"up_blocks.{b}.resnets.{j}"] = (f"output_blocks.{b * per + j}.0", _UNET_RESNET)
             table[f"up_blocks.{b}.attentions.{j}"] = (f"output_blocks.{b * per + j}.1", {})
@@ -126,6 +127,27 @@ def unet_to_ldm(unet: Any) -> dict[str, Any]:
     table = _unet_table(dict(unet.config))
     state = unet.state_dict()
     return _one_to_one(state, {UNET_PREFIX + _rename(key, table): tensor for key, tensor in state.items()})
+
+
+CONTROLNET_PREFIX = "control_model."
+
+
+def controlnet_to_ldm(controlnet: Any) -> dict[str, Any]:
+    """A ControlNetModel's weights in lllyasviel's layout, under `control_model.`: the UNet's encoder half by
+    the UNet's names, the hint encoder as `input_hint_block` (convolutions at even indices, SiLUs between),
+    the residual convolutions as `zero_convs` and `middle_block_out`."""
+    config = dict(controlnet.config)
+    table = _unet_table(config)
+    hint_blocks = 2 * (len(config["conditioning_embedding_out_channels"]) - 1)
+    table["controlnet_cond_embedding.conv_in"] = ("input_hint_block.0", {})
+    for i in range(hint_blocks):
+        table[f"controlnet_cond_embedding.blocks.{i}"] = (f"input_hint_block.{2 * (i + 1)}", {})
+    table["controlnet_cond_embedding.conv_out"] = (f"input_hint_block.{2 * (hint_blocks + 1)}", {})
+    for i in range(len(controlnet.controlnet_down_blocks)):
+        table[f"controlnet_down_blocks.{i}"] = (f"zero_convs.{i}.0", {})
+    table["controlnet_mid_block"] = ("middle_block_out.0", {})
+    state = controlnet.state_dict()
+    return _one_to_one(state, {CONTROLNET_PREFIX + _rename(key, table): tensor for key, tensor in state.items()})
 
 
 def vae_to_ldm(vae: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from server.config import Settings
 from server.events import Emit, ModelLoadCompleted, ModelLoadStarted
+from server.models import controlnets, upscalers
 from server.models.adapters import AdapterError, read_lora
 from server.models.devices import resolve_device
 from server.models.embeddings import EmbeddingError, read_embedding
@@ -99,10 +100,18 @@ class ModelLoader:
                 parts = self._load_checkpoint(config, path)
                 for name, part in parts.items():
                     self._put(self._key(model, name, path), part)
+                if submodel not in parts:
+                    raise ModelLoadError(f"model {model.key} has no {submodel}")
                 value = parts[submodel]
         except ModelLoadError:
             raise
-        except (AdapterError, EmbeddingError, UnreadableWeights) as exc:
+        except (
+            AdapterError,
+            EmbeddingError,
+            UnreadableWeights,
+            upscalers.NotAnUpscaler,
+            controlnets.ControlNetLoadError,
+        ) as exc:
             raise ModelLoadError(str(exc)) from exc
         except Exception as exc:
             raise ModelLoadError(f"cannot load the {submodel} of model {model.key} from {path}: {exc}") from exc
@@ -190,6 +199,11 @@ class ModelLoader:
             return read_embedding(path, config.key)
         if config.model_type == "vae":
             return self._place(self._load_vae_model(config, path))
+        if config.model_type == "upscale":
+            return upscalers.load(path, config.key, self.device, self.dtype)
+        if config.model_type == "controlnet":
+            shipped = None if path.is_dir() else self.models.shipped_config_dir(config.base_model)
+            return self._place(controlnets.load(path, config.key, shipped, self.dtype))
         raise ModelLoadError(f"{config.key}: models of type {config.model_type} cannot be loaded here")
 
     def _load_vae_model(self, config: ModelConfig, path: Path) -> Any:

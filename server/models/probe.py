@@ -196,7 +196,11 @@ def _classify_single_file(
 ) -> ProbeResult:
     if not shapes:
         raise NotAModel(f"{path.name} holds no tensors")
-    if any(k.startswith(("control_model.", "input_hint_block.")) for k in shapes):
+    if hint_type == "upscale":
+        return _upscaler(path, shapes)
+    if "controlnet_cond_embedding.conv_in.weight" in shapes or any(
+        k.startswith(("control_model.", "input_hint_block.")) for k in shapes
+    ):
         return _controlnet_file(path, shapes, hint_base)
     if "model.diffusion_model.input_blocks.0.0.weight" in shapes:
         return _main_file(path, shapes, metadata, extra, hint_base)
@@ -214,7 +218,23 @@ def _classify_single_file(
             model_type="embedding",
             model_format="embedding_file",
         )
-    raise NotAModel(f"{path.name} is not a model we recognise (no UNet, VAE, LoRA, ControlNet or embedding tensors)")
+    try:
+        return _upscaler(path, shapes)
+    except NotAModel:
+        pass
+    raise NotAModel(
+        f"{path.name} is not a model we recognise (no UNet, VAE, LoRA, ControlNet, embedding or upscaler tensors)"
+    )
+
+
+def _upscaler(path: Path, shapes: dict[str, tuple[int, ...]]) -> ProbeResult:
+    from server.models.upscalers import NotAnUpscaler, describe
+
+    try:
+        describe(shapes)
+    except NotAnUpscaler as exc:
+        raise NotAModel(f"{path.name} is not an upscaler we can use: {exc}") from None
+    return ProbeResult(base_model="any", model_type="upscale", model_format="checkpoint")
 
 
 def _main_file(
@@ -317,7 +337,9 @@ def _has_sibling_yaml(path: Path) -> bool:
 
 def _controlnet_file(path: Path, shapes: dict[str, tuple[int, ...]], hint_base: str | None) -> ProbeResult:
     width = _context_width(shapes, "control_model.") or _context_width(shapes, "")
-    base = _BASE_BY_CONTEXT.get(width or 0) or hint_base or "sd-1"
+    # SDXL's ControlNets embed the pooled text and size ids as SDXL's UNet does.
+    sdxl = any(k.startswith(("add_embedding.", "control_model.label_emb.")) for k in shapes)
+    base = _BASE_BY_CONTEXT.get(width or 0) or hint_base or ("sdxl" if sdxl else "sd-1")
     return ProbeResult(base_model=base, model_type="controlnet", model_format="checkpoint")
 
 
@@ -476,7 +498,8 @@ def _component_folder(path: Path, hint_base: str | None) -> ProbeResult:
             base_model=hint_base or ("sdxl" if sdxl else "sd-1"), model_type="vae", model_format="diffusers"
         )
     if class_name == "ControlNetModel":
-        base = _BASE_BY_CONTEXT.get(config.get("cross_attention_dim") or 0) or hint_base or "sd-1"
+        sdxl = config.get("addition_embed_type") == "text_time"
+        base = _BASE_BY_CONTEXT.get(config.get("cross_attention_dim") or 0) or hint_base or ("sdxl" if sdxl else "sd-1")
         return ProbeResult(base_model=base, model_type="controlnet", model_format="diffusers")
     raise NotAModel(
         f"{path.name} holds a {class_name or 'unknown'} component, not a model the server can use on its own"

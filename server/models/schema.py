@@ -6,15 +6,16 @@ from typing import Annotated, Literal
 
 import msgspec
 
-BaseModel = Literal["sd-1", "sd-2", "sdxl", "sdxl-refiner"]
-ModelType = Literal["main", "vae", "lora", "controlnet", "embedding"]
+# `any`: models that fit every base (upscalers work on pixels, not on a diffusion model's latents).
+BaseModel = Literal["sd-1", "sd-2", "sdxl", "sdxl-refiner", "any"]
+ModelType = Literal["main", "vae", "lora", "controlnet", "embedding", "upscale"]
 ModelFormat = Literal["diffusers", "checkpoint", "lycoris", "embedding_file", "embedding_folder"]
 ModelVariant = Literal["normal", "inpaint", "depth"]
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
 Interp = Literal["weighted_sum", "sigmoid", "inv_sigmoid", "add_difference"]
 
-BASE_MODELS: tuple[str, ...] = ("sd-1", "sd-2", "sdxl", "sdxl-refiner")
-MODEL_TYPES: tuple[str, ...] = ("main", "vae", "lora", "controlnet", "embedding")
+BASE_MODELS: tuple[str, ...] = ("sd-1", "sd-2", "sdxl", "sdxl-refiner", "any")
+MODEL_TYPES: tuple[str, ...] = ("main", "vae", "lora", "controlnet", "embedding", "upscale")
 
 # A model name becomes a file or folder name when the server moves or writes the model, and a path segment of
 # the model's URL: no slashes, no control characters (a newline would make the URL unroutable).

@@ -1,6 +1,6 @@
-"""Tiny random-weight adapters for the tiny models (server/models/tiny.py): LoRAs in every layout people
-download, textual-inversion embeddings, a second VAE. Tests and demos use them; every code path that reads
-them is the real one.
+"""Tiny random-weight adapters and helpers for the tiny models (server/models/tiny.py): LoRAs in every layout
+people download, textual-inversion embeddings, a second VAE, a ControlNet, an inpaint-variant model, an ESRGAN
+upscaler. Tests and demos use them; every code path that reads them is the real one.
 
 The layer names come from building the tiny architectures themselves (no weights are read), so an adapter
 fits any tiny model of that base."""
@@ -8,10 +8,14 @@ fits any tiny model of that base."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from server.models.libraries import quiet_ml_libraries
+
+if TYPE_CHECKING:
+    from server.models.tiny import TinyBase
 
 LoraFormat = Literal["kohya", "peft", "loha", "lokr"]
 EmbeddingFormat = Literal["safetensors", "pt", "diffusers"]
@@ -138,7 +142,10 @@ def write_tiny_embedding(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if sdxl:
-        save_file({"clip_l": values, "clip_g": torch.randn(vectors, width, generator=generator)}, str(out))
+        from server.models.tiny_sdxl import TEXT_WIDTH_2
+
+        # The tiny SDXL's second encoder (OpenCLIP bigG's place) is wider than its first, as the real one is.
+        save_file({"clip_l": values, "clip_g": torch.randn(vectors, TEXT_WIDTH_2, generator=generator)}, str(out))
     elif fmt == "safetensors":
         save_file({"emb_params": values}, str(out))
     elif fmt == "pt":
@@ -165,4 +172,107 @@ def write_tiny_vae(out: Path, *, seed: int = 1) -> Path:
     vae.save_pretrained(out)
     for path in [out, *out.rglob("*")]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    return out
+
+
+def write_tiny_controlnet(
+    out: Path,
+    *,
+    seed: int = 2,
+    base: TinyBase = "sd-1",
+    fmt: Literal["diffusers", "checkpoint", "diffusers_file"] = "diffusers",
+) -> Path:
+    """A ControlNet for the tiny UNet of `base` (sd-1, sd-2 or sdxl): a diffusers folder, or (`checkpoint`) one
+    `.safetensors` file in lllyasviel's `control_model.` layout, or (`diffusers_file`) one file under diffusers'
+    names, as SDXL ControlNets ship; the files embed their config (no stock config describes the tiny
+    architecture). `ControlNetModel.from_unet` zero-initialises the convolutions that feed
+    its residuals to the UNet, so a fresh one changes nothing: they get random weights."""
+    import json
+    import tempfile
+
+    import torch
+    from safetensors.torch import save_file
+
+    from server.models.controlnets import EMBEDDED_CONFIG_KEY
+    from server.models.ldm_layout import controlnet_to_ldm
+    from server.models.tiny import write_tiny_model
+
+    quiet_ml_libraries()
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        unet = UNet2DConditionModel.from_pretrained(write_tiny_model(Path(tmp) / "tiny", base=base), subfolder="unet")
+    # from_unet initialises the hint encoder from the global generator: seeded, so a seed gives one file.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        controlnet = ControlNetModel.from_unet(unet)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        zeroed = [
+            *controlnet.controlnet_down_blocks,
+            controlnet.controlnet_mid_block,
+            controlnet.controlnet_cond_embedding.conv_out,
+        ]
+        for module in zeroed:
+            for parameter in module.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    out = Path(out)
+    if fmt == "diffusers":
+        controlnet.save_pretrained(out)
+        for path in [out, *out.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        return out
+    config = {k: v for k, v in dict(controlnet.config).items() if not k.startswith("_")}
+    weights = controlnet_to_ldm(controlnet) if fmt == "checkpoint" else controlnet.state_dict()
+    state = {k: v.contiguous() for k, v in weights.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out), metadata={EMBEDDED_CONFIG_KEY: json.dumps(config, sort_keys=True)})
+    os.chmod(out, 0o644)
+    return out
+
+
+def write_tiny_inpaint_model(out: Path, *, seed: int = 0) -> Path:
+    """The tiny SD-1 model with an inpaint-variant UNet: 9 input channels (latents, mask, masked image)."""
+    import json
+    import tempfile
+
+    import torch
+
+    from server.models.tiny import write_tiny_model
+
+    quiet_ml_libraries()
+    from diffusers import UNet2DConditionModel
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+        folder = write_tiny_model(Path(tmp) / "tiny", seed=seed)
+        config = json.loads((folder / "unet" / "config.json").read_text())
+        config["in_channels"] = 9
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            unet = UNet2DConditionModel.from_config(config)
+        shutil.rmtree(folder / "unet")
+        unet.save_pretrained(folder / "unet")
+        for path in [folder, *folder.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        os.rename(folder, out)
+    return out
+
+
+def write_tiny_upscaler(out: Path, *, scale: int = 2, seed: int = 3) -> Path:
+    """A tiny ESRGAN (RRDBNet: 16 filters, one block) upscaling by `scale`, as a `.safetensors` state dict, the
+    way upscaler files are shared."""
+    import torch
+    from safetensors.torch import save_file
+
+    quiet_ml_libraries()
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ESRGAN(in_nc=3, out_nc=3, num_filters=16, num_blocks=1, scale=scale)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(out))
+    os.chmod(out, 0o644)
     return out

@@ -15,9 +15,9 @@ from PIL import Image
 
 from server.graph.schedulers import make_scheduler
 from server.graph.standard import GenerationSettings, build_graph, txt2img_graph
-from server.models.tiny_adapters import write_tiny_embedding, write_tiny_lora
+from server.models.tiny_adapters import write_tiny_controlnet, write_tiny_embedding, write_tiny_lora
 from server.models.tiny_sdxl import write_tiny_model_of_base
-from tests.graph.conftest import MODEL, generation_app, run_graph
+from tests.graph.conftest import MODEL, assert_same_pixels, generation_app, run_graph
 from tests.models.conftest import put_model
 
 SDXL = {"model_name": "tiny-xl", "base_model": "sdxl", "model_type": "main"}
@@ -36,13 +36,15 @@ def tiny_files(tmp_path_factory):
         "lora-kohya": write_tiny_lora(folder / "xl-kohya.safetensors", "kohya", base="sdxl", seed=5),
         "lora-peft": write_tiny_lora(folder / "xl-peft", "peft", base="sdxl", seed=6),
         "embedding": write_tiny_embedding(folder / "xlemb.safetensors", sdxl=True, vectors=2),
+        # SDXL ControlNets ship as one file under diffusers' names.
+        "controlnet": write_tiny_controlnet(folder / "xl-control.safetensors", base="sdxl", fmt="diffusers_file"),
     }
 
 
 @pytest.fixture
 def app(settings, tiny_model_files, tiny_files):
     with generation_app(settings, tiny_model_files) as (client, recorder):
-        for name in ("sdxl", "refiner", "lora-kohya", "lora-peft", "embedding"):
+        for name in ("sdxl", "refiner", "lora-kohya", "lora-peft", "embedding", "controlnet"):
             response = client.post("/api/v1/models/import", json={"location": str(tiny_files[name])})
             assert response.status_code == 201, response.text
         # The tiny SD-2 model has SD-1's widths: its folder says which base it is.
@@ -197,3 +199,53 @@ def test_models_of_the_wrong_base_are_refused_naming_the_field(app):
     mixed["nodes"]["refiner_model"]["model"] = SDXL
     response = client.post("/api/v1/sessions/", json=mixed)
     assert response.status_code == 422 and "sdxl-refiner" in response.json()["detail"]
+
+
+def test_an_sdxl_controlnet_file_matches_the_sdxl_controlnet_pipeline(app, pipelines, tiny_files):
+    from diffusers import StableDiffusionXLControlNetPipeline
+    from PIL import ImageDraw
+
+    from server.models.controlnets import load as load_controlnet
+
+    client, _ = app
+    listed = client.get("/api/v1/models/", params={"model_type": "controlnet"}).json()["models"]
+    assert [(m["model_name"], m["base_model"], m["model_format"]) for m in listed] == [
+        ("xl-control", "sdxl", "checkpoint")
+    ]
+    guide = Image.new("RGB", (128, 128), "black")
+    ImageDraw.Draw(guide).ellipse((20, 30, 100, 110), outline="white", width=3)
+    buffer = io.BytesIO()
+    guide.save(buffer, format="PNG")
+    upload = client.post(
+        "/api/v1/images/upload",
+        params={"image_category": "control"},
+        files={"file": ("g.png", buffer.getvalue(), "image/png")},
+    )
+    control = {
+        "image": upload.json()["image_name"],
+        "model": {"model_name": "xl-control", "base_model": "sdxl", "model_type": "controlnet"},
+    }
+    plain, _ = generate(app, model=SDXL, negative_prompt="blurry")
+    ours, _ = generate(app, model=SDXL, negative_prompt="blurry", controls=[control])
+    assert np.abs(ours - plain).mean() > 0.3
+    base = pipelines["base"]
+    pipe = StableDiffusionXLControlNetPipeline(
+        **{k: v for k, v in base.components.items() if k not in ("image_encoder", "feature_extractor")},
+        controlnet=load_controlnet(tiny_files["controlnet"], "xl-control", None, torch.float32),
+    )
+    pipe.scheduler = make_scheduler("euler", base.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(
+        PROMPT, negative_prompt="blurry", image=guide, guidance_scale=7.5, num_inference_steps=6, height=128,
+        width=128, generator=torch.Generator("cpu").manual_seed(1),
+    ).images[0]  # fmt: skip
+    assert_same_pixels(ours, pixels(theirs))
+
+
+def test_an_sdxl_embedding_reaches_the_refiner_through_its_second_encoder(app):
+    """The refiner gets the base's prompt; its one text encoder is SDXL's second, which the embedding's clip_g
+    vectors are for."""
+    refiner = {"model": REFINER, "switch_at": 0.5}
+    with_embedding, _ = generate(app, model=SDXL, prompt="a <xlemb> lighthouse", steps=4, refiner=refiner)
+    plain, _ = generate(app, model=SDXL, prompt="a lighthouse", steps=4, refiner=refiner)
+    assert np.abs(with_embedding - plain).mean() > 0.3

@@ -4,6 +4,8 @@ union and the `/api/v1/nodes/` catalogue from NODE_CLASSES."""
 from server.graph.nodes.adapters import ClipSkipNode, LoraLoaderNode, SDXLLoraLoaderNode, VaeLoaderNode
 from server.graph.nodes.base import Node, Output
 from server.graph.nodes.conditioning import CompelNode
+from server.graph.nodes.control import CannyImageProcessorNode, ControlNetNode
+from server.graph.nodes.denoising import DenoiseLatentsNode, TextToLatentsNode
 from server.graph.nodes.image import (
     ImageBlurNode,
     ImageConvertNode,
@@ -12,13 +14,8 @@ from server.graph.nodes.image import (
     ImagePasteNode,
     ImageResizeNode,
 )
-from server.graph.nodes.latents import (
-    DenoiseLatentsNode,
-    ImageToLatentsNode,
-    LatentsToImageNode,
-    NoiseNode,
-    TextToLatentsNode,
-)
+from server.graph.nodes.latents import ImageToLatentsNode, LatentsToImageNode, NoiseNode
+from server.graph.nodes.mask import CreateDenoiseMaskNode, ImagePadNode, MaskFromAlphaNode
 from server.graph.nodes.metadata import MetadataAccumulatorNode
 from server.graph.nodes.model import MainModelLoaderNode
 from server.graph.nodes.primitives import (
@@ -37,6 +34,7 @@ from server.graph.nodes.sdxl import (
     SDXLRefinerCompelPromptNode,
     SDXLRefinerModelLoaderNode,
 )
+from server.graph.nodes.upscale import ESRGANNode, LatentsResizeNode, LatentsScaleNode
 
 NODE_CLASSES: tuple[type[Node], ...] = (
     IntegerNode,
@@ -69,6 +67,14 @@ NODE_CLASSES: tuple[type[Node], ...] = (
     ImagePasteNode,
     ImageBlurNode,
     ImageConvertNode,
+    ImagePadNode,
+    MaskFromAlphaNode,
+    CreateDenoiseMaskNode,
+    ControlNetNode,
+    CannyImageProcessorNode,
+    ESRGANNode,
+    LatentsResizeNode,
+    LatentsScaleNode,
 )
 
 __all__ = ["NODE_CLASSES", "Node", "Output"]

@@ -1,0 +1,285 @@
+"""The optional stages of the standard graph (server/graph/standard/builder.py adds them where settings ask)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from server.graph.standard.settings import GenerationSettings, HiresSettings, RefinerSettings
+
+if TYPE_CHECKING:
+    from server.graph.standard.builder import Builder, Output
+
+
+def model_parts(graph: Builder) -> tuple[Output, Output, Output, Output]:
+    """(unet, clip, clip2, vae) outputs after the LoRAs, clip skip and VAE the settings name."""
+    settings, sdxl = graph.settings, graph.sdxl
+    unet: Output = ("model", "unet")
+    clip: Output = ("model", "clip")
+    clip2: Output = ("model", "clip2")
+    vae: Output = ("model", "vae")
+    for index, lora in enumerate(settings.loras, start=1):
+        node_id = graph.add(
+            f"lora_{index}",
+            "sdxl_lora_loader" if sdxl else "lora_loader",
+            lora=msgspec.to_builtins(lora.lora),
+            weight=lora.weight,
+        )
+        graph.wire(unet, node_id, "unet")
+        graph.wire(clip, node_id, "clip")
+        if sdxl:
+            graph.wire(clip2, node_id, "clip2")
+        unet, clip, clip2 = (node_id, "unet"), (node_id, "clip"), (node_id, "clip2")
+    if settings.clip_skip:
+        graph.add("clip_skip", "clip_skip", skipped_layers=settings.clip_skip)
+        graph.wire(clip, "clip_skip", "clip")
+        clip = ("clip_skip", "clip")
+        if sdxl:
+            graph.add("clip2_skip", "clip_skip", skipped_layers=settings.clip_skip)
+            graph.wire(clip2, "clip2_skip", "clip")
+            clip2 = ("clip2_skip", "clip")
+    if settings.vae is not None:
+        graph.add("vae", "vae_loader", vae_model=msgspec.to_builtins(settings.vae))
+        vae = ("vae", "vae")
+    return unet, clip, clip2, vae
+
+
+@dataclass
+class Canvas:
+    image: Output  # the init image as denoised (resized, or extended)
+    mask: Output | None  # where it is repainted (white), at the same size
+
+
+def init_image(graph: Builder, vae: Output) -> Canvas:
+    """The init image resized to the settings' size and encoded into the denoise's latents; with a mask (or an
+    extended canvas), the denoise mask too."""
+    settings = graph.settings
+    assert settings.init_image is not None
+    size = {"width": settings.width, "height": settings.height}
+    graph.add("init_image", "image", image={"image_name": settings.init_image})
+    source: Output = ("init_image", "image")
+    mask: Output | None = None
+    if settings.outpaint is not None:
+        margins = msgspec.to_builtins(settings.outpaint)
+        graph.add("pad", "img_pad", is_intermediate=True, **margins)
+        graph.wire(source, "pad", "image")
+        source, mask = ("pad", "image"), ("pad", "mask")
+    graph.add("init_resize", "img_resize", is_intermediate=True, resample_mode="lanczos", **size)
+    graph.wire(source, "init_resize", "image")
+    image: Output = ("init_resize", "image")
+    graph.add("encode", "i2l")
+    graph.wire(image, "encode", "image")
+    graph.wire(vae, "encode", "vae")
+    graph.wire(("encode", "latents"), "denoise", "latents")
+    if settings.mask_image is not None:
+        graph.add("mask_image", "image", image={"image_name": settings.mask_image})
+        mask = ("mask_image", "image")
+    if mask is None:
+        return Canvas(image=image, mask=None)
+    graph.add("mask_resize", "img_resize", is_intermediate=True, resample_mode="nearest", **size)
+    graph.wire(mask, "mask_resize", "image")
+    mask = ("mask_resize", "image")
+    graph.add("mask", "create_denoise_mask")
+    graph.wire(image, "mask", "image")
+    graph.wire(mask, "mask", "mask")
+    graph.wire(vae, "mask", "vae")
+    graph.wire(("mask", "denoise_mask"), "denoise", "denoise_mask")
+    return Canvas(image=image, mask=mask)
+
+
+def controls(graph: Builder) -> None:
+    """A `controlnet` per ControlNet (its image through `canny_image_processor` first, when asked), into the
+    denoise (through a `collect` when there are several)."""
+    wired: list[Output] = []
+    for index, control in enumerate(graph.settings.controls, start=1):
+        image: dict[str, Any] = {"image": {"image_name": control.image}}
+        node_id = f"control_{index}"
+        if control.processor == "canny":
+            graph.add(
+                f"canny_{index}",
+                "canny_image_processor",
+                low_threshold=control.low_threshold,
+                high_threshold=control.high_threshold,
+                is_intermediate=True,
+                **image,
+            )
+            image = {}
+        graph.add(
+            node_id,
+            "controlnet",
+            control_model=msgspec.to_builtins(control.model),
+            control_weight=control.weight,
+            begin_step_percent=control.begin,
+            end_step_percent=control.end,
+            control_mode=control.mode,
+            resize_mode=control.resize_mode,
+            **image,
+        )
+        if control.processor == "canny":
+            graph.wire((f"canny_{index}", "image"), node_id, "image")
+        wired.append((node_id, "control"))
+    if len(wired) == 1:
+        graph.wire(wired[0], "denoise", "control")
+    elif wired:
+        graph.add("controls", "collect")
+        for output in wired:
+            graph.wire(output, "controls", "item")
+        graph.wire(("controls", "collection"), "denoise", "control")
+
+
+def refiner(graph: Builder, settings: RefinerSettings, latents: Output) -> tuple[Output, Output]:
+    """The refiner's loader, prompts and denoise, continuing the base's latents; returns (latents, vae)."""
+    generation = graph.settings
+    size = {"original_width": generation.width, "original_height": generation.height}
+    graph.add("refiner_model", "sdxl_refiner_model_loader", model=msgspec.to_builtins(settings.model))
+    graph.add(
+        "refiner_pos",
+        "sdxl_refiner_compel_prompt",
+        style=generation.prompt,
+        aesthetic_score=settings.aesthetic_score,
+        **size,
+    )
+    graph.add(
+        "refiner_neg",
+        "sdxl_refiner_compel_prompt",
+        style=generation.negative_prompt,
+        aesthetic_score=settings.negative_aesthetic_score,
+        **size,
+    )
+    graph.add(
+        "refiner_denoise",
+        "denoise_latents",
+        steps=settings.steps or generation.steps,
+        cfg_scale=settings.cfg_scale if settings.cfg_scale is not None else generation.cfg_scale,
+        scheduler=settings.scheduler or generation.scheduler,
+        denoising_start=settings.switch_at,
+    )
+    for prompt in ("refiner_pos", "refiner_neg"):
+        graph.wire(("refiner_model", "clip2"), prompt, "clip2")
+    graph.wire(("refiner_model", "unet"), "refiner_denoise", "unet")
+    graph.wire(("refiner_pos", "conditioning"), "refiner_denoise", "positive_conditioning")
+    graph.wire(("refiner_neg", "conditioning"), "refiner_denoise", "negative_conditioning")
+    graph.wire(latents, "refiner_denoise", "latents")
+    return ("refiner_denoise", "latents"), ("refiner_model", "vae")
+
+
+def hires_size(settings: GenerationSettings, hires: HiresSettings) -> tuple[int, int]:
+    """The second pass's width and height: the first's times `scale`, to a multiple of 8."""
+    return (round(settings.width * hires.scale / 8) * 8, round(settings.height * hires.scale / 8) * 8)
+
+
+def hires(graph: Builder, settings: HiresSettings, latents: Output, unet: Output, vae: Output) -> Output:
+    """The hires pass: the latents made larger (resized, or decoded, upscaled by a model and encoded again),
+    then denoised again at `strength` with new noise of the larger size."""
+    generation = graph.settings
+    width, height = hires_size(generation, settings)
+    if settings.upscaler is None:
+        graph.add(
+            "hires_resize",
+            "lresize",
+            width=width,
+            height=height,
+            mode=settings.latent_mode,
+            antialias=settings.antialias,
+        )
+        graph.wire(latents, "hires_resize", "latents")
+        larger: Output = ("hires_resize", "latents")
+    else:
+        graph.add("hires_decode", "l2i", is_intermediate=True)
+        graph.wire(latents, "hires_decode", "latents")
+        graph.wire(vae, "hires_decode", "vae")
+        graph.add("hires_upscale", "esrgan", model=msgspec.to_builtins(settings.upscaler), is_intermediate=True)
+        graph.wire(("hires_decode", "image"), "hires_upscale", "image")
+        graph.add(
+            "hires_image", "img_resize", width=width, height=height, resample_mode="lanczos", is_intermediate=True
+        )
+        graph.wire(("hires_upscale", "image"), "hires_image", "image")
+        graph.add("hires_encode", "i2l")
+        graph.wire(("hires_image", "image"), "hires_encode", "image")
+        graph.wire(vae, "hires_encode", "vae")
+        larger = ("hires_encode", "latents")
+    graph.add("hires_noise", "noise", seed=generation.seed, width=width, height=height)
+    graph.add(
+        "hires_denoise",
+        "denoise_latents",
+        steps=settings.steps or generation.steps,
+        cfg_scale=generation.cfg_scale,
+        scheduler=generation.scheduler,
+        strength=settings.strength,
+    )
+    graph.wire(unet, "hires_denoise", "unet")
+    graph.wire(("pos", "conditioning"), "hires_denoise", "positive_conditioning")
+    graph.wire(("neg", "conditioning"), "hires_denoise", "negative_conditioning")
+    graph.wire(("hires_noise", "noise"), "hires_denoise", "noise")
+    graph.wire(larger, "hires_denoise", "latents")
+    return ("hires_denoise", "latents")
+
+
+def metadata(
+    settings: GenerationSettings, model: Any, size: dict[str, int], sampling: dict[str, Any]
+) -> dict[str, Any]:
+    """The CoreMetadata fields the final image records."""
+    mode = (
+        "inpaint"
+        if settings.mask_image
+        else "outpaint"
+        if settings.outpaint
+        else "img2img"
+        if settings.init_image
+        else "txt2img"
+    )
+    fields: dict[str, Any] = {
+        "generation_mode": f"sdxl_{mode}" if settings.model.base_model == "sdxl" else mode,
+        "positive_prompt": settings.prompt,
+        "negative_prompt": settings.negative_prompt,
+        "seed": settings.seed,
+        **size,
+        **sampling,
+        "model": model,
+    }
+    if settings.loras:
+        fields["loras"] = [msgspec.to_builtins(lora) for lora in settings.loras]
+    if settings.vae is not None:
+        fields["vae"] = msgspec.to_builtins(settings.vae)
+    if settings.clip_skip:
+        fields["clip_skip"] = settings.clip_skip
+    if settings.init_image is not None:
+        fields.update(init_image=settings.init_image, strength=settings.strength)
+    if settings.controls:
+        fields["controlnets"] = [
+            {
+                "image": control.image,
+                "control_model": msgspec.to_builtins(control.model),
+                "control_weight": control.weight,
+                "begin_step_percent": control.begin,
+                "end_step_percent": control.end,
+                "control_mode": control.mode,
+                "resize_mode": control.resize_mode,
+                "processor": control.processor,
+            }
+            for control in settings.controls
+        ]
+    refiner = settings.refiner
+    if refiner is not None:
+        fields.update(
+            refiner_model=msgspec.to_builtins(refiner.model),
+            refiner_start=refiner.switch_at,
+            refiner_steps=refiner.steps or settings.steps,
+            refiner_cfg_scale=refiner.cfg_scale if refiner.cfg_scale is not None else settings.cfg_scale,
+            refiner_scheduler=refiner.scheduler or settings.scheduler,
+            refiner_positive_aesthetic_score=refiner.aesthetic_score,
+            refiner_negative_aesthetic_score=refiner.negative_aesthetic_score,
+        )
+    if settings.hires is not None:
+        width, height = hires_size(settings, settings.hires)
+        fields.update(
+            hrf_enabled=True,
+            hrf_method="esrgan" if settings.hires.upscaler is not None else settings.hires.latent_mode,
+            hrf_strength=settings.hires.strength,
+            hrf_scale=settings.hires.scale,
+            hrf_width=width,
+            hrf_height=height,
+        )
+    return fields
