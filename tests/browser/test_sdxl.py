@@ -16,9 +16,11 @@ from tests.browser.conftest import (
     import_models,
     lora_weight,
     offered,
+    open_ui,
     pick,
     wait_for_model,
 )
+from tests.browser.test_layout import UNLABELLED
 
 pytestmark = pytest.mark.browser
 
@@ -158,3 +160,18 @@ def test_sdxl_with_a_refiner_generates_and_use_these_settings_brings_it_back(ui:
     # The refiner's steps, CFG and scheduler were the base's: left empty, meaning just that.
     assert ui.page.input_value("#gen-refiner-steps") == ""
     assert ui.page.input_value("#gen-refiner-scheduler") == ""
+
+
+def test_the_new_sections_fit_a_phone_and_every_control_has_a_label(browser, server: ServerProcess, bases, tmp_path):
+    with open_ui(browser, server.url, tmp_path, viewport={"width": 390, "height": 844}) as ui:
+        ui.open("#/generate")
+        fill_form(ui, prompt="a lighthouse", size=128, steps=4, seed=1, model=SDXL)
+        pick(ui, "lora", "xl", "sdxl/lora/xl-style")
+        ui.page.select_option("#gen-refiner", REFINER)
+        ui.page.click("#gen-refiner-advanced summary")
+        ui.page.fill("#gen-embedding-search", "")  # the list open too
+        ui.page.wait_for_selector("#gen-embedding-options:not([hidden])", timeout=WAIT_MS)
+        overflow = ui.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the Generate form is {overflow}px wider than a phone"
+        ui.page.screenshot(path=str(tmp_path / "generate-sections-390.png"), full_page=True)
+        assert ui.page.evaluate(UNLABELLED) == []
