@@ -34,8 +34,11 @@ export const number = (value) => {
   return typeof n === "number" && Number.isFinite(n) ? n : undefined;
 };
 
+// Only a model file's own extension goes: "sd_xl_base_1.0" is a whole name (A1111 writes names without one).
+const MODEL_FILE = /\.(safetensors|ckpt|pt|pth|bin|sft)$/i;
+
 /** A file's name without folders and extension: how A1111 and ComfyUI name models we know by name. */
-export const stem = (file) => (typeof file === "string" ? file.replace(/^.*[\\/]/, "").replace(/\.[^.]+$/, "") : undefined);
+export const stem = (file) => (typeof file === "string" ? file.replace(/^.*[\\/]/, "").replace(MODEL_FILE, "") : undefined);
 
 /** A1111 writes "name [hash]" for some models (the refiner); the name is ours. */
 const withoutHash = (name) => (typeof name === "string" ? stem(name.replace(/\s*\[[0-9a-f]+\]\s*$/i, "").trim()) : undefined);

@@ -168,7 +168,8 @@ def test_an_a1111_image_restores_its_loras_and_says_which_are_not_installed(ui: 
         "a red fox <lora:style:0.7>, snow <lora:absent:0.5>\n"
         "Negative prompt: blurry\n"
         "Steps: 4, Sampler: Euler, CFG scale: 6, Seed: 99, Size: 64x64, Model: tiny, VAE: othervae, Clip skip: 2, "
-        'Lora hashes: "style: 0123abcd, absent: 4567ef01"'
+        'Lora hashes: "style: 0123abcd, absent: 4567ef01", Refiner: sd_xl_refiner_1.0 [7440042bbd], '
+        "Refiner switch at: 0.8"
     )
     with server.api() as api:
         name = upload(api, png_bytes(64, 64, text={"parameters": parameters}), "fox.png")["image_name"]
@@ -177,6 +178,7 @@ def test_an_a1111_image_restores_its_loras_and_says_which_are_not_installed(ui: 
     ui.page.wait_for_selector("#viewer-source:has-text('Automatic1111')", timeout=WAIT_MS)
     meta = ui.page.inner_text("#viewer-meta")
     assert "style × 0.7" in meta and "absent × 0.5" in meta and "othervae" in meta, meta
+    assert "sd_xl_refiner_1.0, switch at 0.8" in meta, meta
 
     ui.page.click("#viewer-use")
     ui.page.wait_for_selector("#page-generate:not([hidden])", timeout=WAIT_MS)
@@ -185,7 +187,8 @@ def test_an_a1111_image_restores_its_loras_and_says_which_are_not_installed(ui: 
     missing = ui.page.inner_text("#gen-lora-missing")
     assert "absent (0.5)" in missing and "style" not in missing, missing
     notice = ui.page.wait_for_selector(".notice-warning", timeout=WAIT_MS).inner_text()
-    assert "LoRA “absent”" in notice, notice
+    assert "LoRA “absent”" in notice and "refiner “sd_xl_refiner_1.0”" in notice, notice
+    assert "LoRA “style”" not in notice and "VAE" not in notice, notice
     # The tags are not part of the prompt A1111 conditioned on.
     assert ui.page.input_value("#gen-prompt") == "a red fox, snow"
     assert ui.page.input_value("#gen-vae") == "sd-1/vae/othervae"
