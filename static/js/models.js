@@ -7,7 +7,14 @@ import { $, confirmDialog, errorText, h, notify } from "./dom.js";
 import { bus, store } from "./state.js";
 
 const BASES = { "sd-1": "Stable Diffusion 1.x", "sd-2": "Stable Diffusion 2.x", sdxl: "SDXL", "sdxl-refiner": "SDXL Refiner" };
-const TYPES = { main: "Main models", vae: "VAEs", lora: "LoRAs", controlnet: "ControlNets", embedding: "Embeddings" };
+const TYPES = {
+  main: "Main models",
+  lora: "LoRAs",
+  embedding: "Embeddings",
+  vae: "VAEs",
+  controlnet: "ControlNets",
+  upscale: "Upscalers",
+};
 const VARIANTS = ["normal", "inpaint", "depth"];
 const PREDICTIONS = ["epsilon", "v_prediction", "sample"];
 const INTERPOLATIONS = ["weighted_sum", "sigmoid", "inv_sigmoid", "add_difference"];
@@ -96,7 +103,11 @@ function render() {
     for (const type of types) {
       const models = ofBase.filter((model) => model.model_type === type).sort((a, b) => a.model_name.localeCompare(b.model_name));
       if (!models.length) continue;
-      groups.push(h("h3", {}, `${TYPES[type] ?? type} (${models.length})`), h("ul", { class: "model-cards" }, models.map(card)));
+      const label = `${TYPES[type] ?? type} for ${BASES[base] ?? base}`;
+      groups.push(
+        h("h3", {}, `${TYPES[type] ?? type} (${models.length})`),
+        h("ul", { class: "model-cards", "aria-label": label }, models.map(card)),
+      );
     }
     sections.push(h("section", { class: "model-group", "aria-label": BASES[base] ?? base }, h("h2", {}, BASES[base] ?? base), groups));
   }
@@ -200,19 +211,23 @@ async function edit(model) {
       notify(`Could not load the legacy configs: ${errorText(error)}`, { kind: "warning" });
     }
   }
-  const isCheckpoint = model.model_format === "checkpoint";
+  // Variant, prediction type, a legacy config and a VAE of its own mean something for main models only.
+  const isMain = model.model_type === "main";
+  const isCheckpoint = isMain && model.model_format === "checkpoint";
   const confs = ckptConfs.includes(model.config) || !model.config ? ckptConfs : [model.config, ...ckptConfs];
   const fields = [
     labelled("Name", text("model_name", model.model_name, { required: true })),
     labelled("Base", select("base_model", Object.keys(BASES).map((b) => [b, BASES[b]]), model.base_model)),
     labelled("Description", h("textarea", { name: "description", rows: 2, value: model.description ?? "" })),
     labelled("Path", text("path", model.path, { required: true })),
-    labelled("Variant", select("variant", VARIANTS, model.variant ?? "normal")),
-    labelled("Prediction type", select("prediction_type", [["", "Not set"], ...PREDICTIONS], model.prediction_type ?? "")),
+    isMain ? labelled("Variant", select("variant", VARIANTS, model.variant ?? "normal")) : null,
+    isMain
+      ? labelled("Prediction type", select("prediction_type", [["", "Not set"], ...PREDICTIONS], model.prediction_type ?? ""))
+      : null,
     isCheckpoint
       ? labelled("Legacy config", select("config", [["", "Not set"], ...confs], model.config ?? ""), "The original LDM yaml this checkpoint was trained with.")
       : null,
-    labelled("VAE", text("vae", model.vae, { placeholder: "optional path" }), "A VAE to use instead of the model's own."),
+    isMain ? labelled("VAE", text("vae", model.vae, { placeholder: "optional path" }), "A VAE to use instead of the model's own.") : null,
     h("p", { class: "muted" }, `Type: ${model.model_type} · format: ${model.model_format}`),
   ].filter(Boolean);
   formDialog({
@@ -227,10 +242,10 @@ async function edit(model) {
         base_model: valueOf(form, "base_model"),
         description: valueOf(form, "description"),
         path: valueOf(form, "path").trim(),
-        variant: valueOf(form, "variant"),
-        prediction_type: orNull("prediction_type"),
+        variant: isMain ? valueOf(form, "variant") : model.variant,
+        prediction_type: isMain ? orNull("prediction_type") : (model.prediction_type ?? null),
         config: isCheckpoint ? orNull("config") : (model.config ?? null),
-        vae: orNull("vae"),
+        vae: isMain ? orNull("vae") : (model.vae ?? null),
       };
       const saved = await api.patch(modelPath(model), body);
       notify(`Saved ${saved.model_name}.`);

@@ -271,3 +271,55 @@ def copy_tiny_model(cache: Path, dest: Path, fmt: str = "diffusers") -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(dest)
     return dest
+
+
+def import_models(api: httpx.Client, *paths: Path) -> list[dict]:
+    """Register model files (LoRAs, embeddings, VAEs, main models) by path, as the Models page's Import does."""
+    configs = []
+    for path in paths:
+        response = api.post("/models/import", json={"location": str(path)})
+        assert response.status_code == 201, response.text
+        configs.append(response.json())
+    return configs
+
+
+def fill_form(
+    ui: Ui, *, prompt: str, size: int, steps: int, seed: int | None, count: int = 1, model: str = "sd-1/main/tiny"
+) -> None:
+    """The Generate form's basic fields, as a person sets them (the model first: it may change the size)."""
+    ui.page.wait_for_selector(f'#gen-model option[value="{model}"]', state="attached", timeout=WAIT_MS)
+    ui.page.select_option("#gen-model", model)
+    ui.page.fill("#gen-prompt", prompt)
+    ui.page.fill("#gen-negative", "")
+    ui.page.fill("#gen-width", str(size))
+    ui.page.fill("#gen-height", str(size))
+    ui.page.fill("#gen-steps", str(steps))
+    ui.page.fill("#gen-cfg", "7.5")
+    ui.page.select_option("#gen-scheduler", "euler")
+    if seed is None:
+        ui.page.check("#gen-randomize")
+    else:
+        ui.page.uncheck("#gen-randomize")
+        ui.page.fill("#gen-seed", str(seed))
+    ui.page.fill("#gen-count", str(count))
+
+
+def pick(ui: Ui, picker: str, text: str, value: str) -> None:
+    """Type `text` into a searchable picker of the Generate form (`lora`, `embedding`) and click the option
+    `value` (a model key) in its list."""
+    ui.page.fill(f"#gen-{picker}-search", text)
+    ui.page.click(f'#gen-{picker}-options [role="option"][data-value="{value}"]')
+
+
+def offered(ui: Ui, picker: str) -> list[str]:
+    """The model keys a searchable picker offers with nothing typed; the list is closed again after."""
+    ui.page.fill(f"#gen-{picker}-search", "")
+    ui.page.wait_for_selector(f"#gen-{picker}-options:not([hidden])", timeout=WAIT_MS)
+    values = ui.page.eval_on_selector_all(f"#gen-{picker}-options [role=option]", "os => os.map(o => o.dataset.value)")
+    ui.page.press(f"#gen-{picker}-search", "Escape")
+    return values
+
+
+def lora_weight(key: str) -> str:
+    """The selector of the weight (number) of the LoRA `key` in the Generate form's list."""
+    return f'#gen-loras li[data-lora="{key}"] [data-weight]'

@@ -1,9 +1,11 @@
 """Screenshots of every page for the README: `python -m tests.browser.screenshots [--out docs/screenshots]`.
 
-Starts a server on a temporary root with the tiny model (its images are coloured noise: random weights),
-makes a few images, and saves each page at 1280×800, plus the gallery, the generate page and the workflow
-editor at 390 px. The workflow editor is shown with a saved workflow just run, and once more with a 422 on
-its nodes."""
+Starts a server on a temporary root with the tiny models (SD-1, SDXL and its refiner; their images are
+coloured noise: random weights) and tiny LoRAs, embeddings and a VAE, makes a few images, and saves each page
+at 1280×800, plus the gallery, the generate page and the workflow editor at 390 px. Generate is shown mid-run
+with a LoRA and an embedding, and once more with an SDXL model, a LoRA and the refiner (a taller window, so
+the whole form shows); the viewer shows that SDXL image's settings. The workflow editor is shown with a saved
+workflow just run, and once more with a 422 on its nodes."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 from server.graph.standard import txt2img_graph
+from server.models.tiny_adapters import write_tiny_embedding, write_tiny_lora, write_tiny_vae
+from server.models.tiny_sdxl import write_tiny_model_of_base
 from tests.browser.conftest import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -23,6 +27,7 @@ from tests.browser.conftest import (
     WAIT_MS,
     ServerProcess,
     free_port,
+    import_models,
     make_root,
     wait_for_model,
 )
@@ -38,17 +43,36 @@ PROMPTS = [
 ]
 
 
-def fill(page, prompt: str, size: int, steps: int, seed: int, count: int = 1) -> None:
+def fill(page, prompt: str, size: int, steps: int, seed: int, count: int = 1, model: str = "sd-1/main/tiny") -> None:
+    page.wait_for_selector(f'#gen-model option[value="{model}"]', state="attached")
+    page.select_option("#gen-model", model)
     page.fill("#gen-prompt", prompt)
     page.fill("#gen-negative", "blurry, low quality")
-    page.wait_for_selector('#gen-model option[value="sd-1/main/tiny"]', state="attached")
-    page.select_option("#gen-model", "sd-1/main/tiny")
     page.fill("#gen-width", str(size))
     page.fill("#gen-height", str(size))
     page.fill("#gen-steps", str(steps))
     page.uncheck("#gen-randomize")
     page.fill("#gen-seed", str(seed))
     page.fill("#gen-count", str(count))
+
+
+def pick(page, picker: str, text: str, value: str) -> None:
+    page.fill(f"#gen-{picker}-search", text)
+    page.click(f'#gen-{picker}-options [role="option"][data-value="{value}"]')
+
+
+def adapters(folder: Path) -> list[Path]:
+    """The files a person moving over from A1111 would have: LoRAs, embeddings, a VAE, an SDXL and its refiner."""
+    return [
+        write_tiny_lora(folder / "watercolor-style.safetensors", "kohya", seed=4),
+        write_tiny_lora(folder / "film-grain.safetensors", "loha", seed=5),
+        write_tiny_lora(folder / "xl-ink-sketch.safetensors", "kohya", base="sdxl", seed=6),
+        write_tiny_embedding(folder / "bad-hands.safetensors"),
+        write_tiny_embedding(folder / "xl-detail.safetensors", sdxl=True),
+        write_tiny_vae(folder / "sharp-vae"),
+        write_tiny_model_of_base(folder / "tiny-xl", "sdxl"),
+        write_tiny_model_of_base(folder / "tiny-xl-refiner", "sdxl-refiner"),
+    ]
 
 
 def take(out: Path) -> None:
@@ -61,6 +85,7 @@ def take(out: Path) -> None:
                 api.post("/models/sync")
                 wait_for_model(api, "tiny")
                 upload(api, png_bytes(96, 128, (70, 110, 160), text={"parameters": A1111_PARAMETERS}), "fox.png")
+                import_models(api, *adapters(Path(tmp) / "files"))
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -73,8 +98,13 @@ def take(out: Path) -> None:
                     page.wait_for_selector(f"#gen-status:has-text('seed {1000 + i}')")
                     page.wait_for_selector("#gen-status:has-text('Done')")
 
-                # Generate, caught mid-run: preview, step bar, queue with one waiting.
+                # Generate, caught mid-run: preview, step bar, queue with one waiting; a LoRA in the form and
+                # an embedding in the negative prompt.
                 fill(page, PROMPTS[0], 192, 400, 4242, count=2)
+                pick(page, "lora", "water", "sd-1/lora/watercolor-style")
+                page.fill('#gen-loras li[data-lora="sd-1/lora/watercolor-style"] [data-weight]', "0.8")
+                page.check("#gen-embedding-into-negative")
+                pick(page, "embedding", "bad", "sd-1/embedding/bad-hands")
                 page.click("#gen-invoke")
                 # Progress may be coalesced (latest wins), so wait for "far enough", not for one exact step.
                 page.wait_for_function(
@@ -89,6 +119,7 @@ def take(out: Path) -> None:
                 page.set_viewport_size({"width": 1280, "height": 800})
                 page.click("#gen-cancel-all")
                 page.wait_for_selector("#queue-empty", state="visible")
+                sdxl_image = generate_sdxl(page, out)
 
                 page.click('nav a[data-page="gallery"]')
                 page.wait_for_selector("#gallery-grid .tile")
@@ -101,7 +132,7 @@ def take(out: Path) -> None:
                 page.screenshot(path=str(out / "gallery-phone.png"))
                 page.set_viewport_size({"width": 1280, "height": 800})
 
-                page.click("#gallery-grid .tile:nth-child(2) button")
+                page.click(f'#gallery-grid .tile[data-name="{sdxl_image}"] button')
                 page.wait_for_selector("#viewer-source:has-text('metadata')")
                 page.wait_for_function("document.getElementById('viewer-image').naturalWidth > 0")
                 page.screenshot(path=str(out / "image.png"))
@@ -118,6 +149,30 @@ def take(out: Path) -> None:
                 browser.close()
         finally:
             server.stop()
+
+
+def generate_sdxl(page, out: Path) -> str:
+    """The whole Generate form with an SDXL model, a LoRA and the refiner, after its run; → the image's name."""
+    page.click('nav a[data-page="generate"]')
+    fill(page, PROMPTS[4], 128, 12, 77, model="sdxl/main/tiny-xl")
+    # The SD-1 LoRA of the last run is marked as not fitting (and would stop the form): out with it.
+    page.click('#gen-loras button[aria-label="Remove the LoRA watercolor-style"]')
+    pick(page, "lora", "ink", "sdxl/lora/xl-ink-sketch")
+    page.fill('#gen-loras li[data-lora="sdxl/lora/xl-ink-sketch"] [data-weight]', "0.6")
+    page.select_option("#gen-refiner", "sdxl-refiner/main/tiny-xl-refiner")
+    page.fill("#gen-refiner-switch", "0.7")
+    page.click("#gen-refiner-advanced summary")
+    page.click("#gen-invoke")
+    page.wait_for_selector("#gen-status:has-text('seed 77')")
+    page.wait_for_selector("#gen-status:has-text('Done')")
+    page.wait_for_function("document.getElementById('gen-preview-image').naturalWidth > 0")
+    name = page.get_attribute("#gen-results li", "data-name")
+    page.set_viewport_size({"width": 1280, "height": 1640})
+    page.evaluate("window.scrollTo(0, 0)")
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(out / "generate-sdxl.png"))
+    page.set_viewport_size({"width": 1280, "height": 800})
+    return name
 
 
 def workflow(page, server: ServerProcess, out: Path) -> None:

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.browser.conftest import WAIT_MS, ServerProcess, Ui
-from tests.browser.images import A1111_PARAMETERS, COMFY_PROMPT, png_bytes, upload
+from tests.browser.images import A1111_PARAMETERS, COMFY_PROMPT, COMFY_SDXL_REFINER_PROMPT, png_bytes, upload
 
 pytestmark = pytest.mark.browser
 
@@ -89,6 +89,32 @@ def test_drag_and_drop_upload_of_a_comfyui_image(ui: Ui, server: ServerProcess):
     ui.page.wait_for_selector("#viewer-source:has-text('ComfyUI')", timeout=WAIT_MS)
     meta = ui.page.inner_text("#viewer-meta")
     assert "a comfy cabin" in meta and "777" in meta and "euler_a" in meta
+
+
+def test_a_comfyui_sdxl_image_shows_its_lora_and_refiner_and_names_what_is_not_installed(ui: Ui, server: ServerProcess):
+    with server.api() as api:
+        name = upload(api, png_bytes(64, 64, text={"prompt": COMFY_SDXL_REFINER_PROMPT}), "greenhouse.png")[
+            "image_name"
+        ]
+    ui.open("#/gallery")
+    wait_for_tile(ui, name)
+    open_in_viewer(ui, name)
+    ui.page.wait_for_selector("#viewer-source:has-text('ComfyUI')", timeout=WAIT_MS)
+    meta = ui.page.inner_text("#viewer-meta")
+    assert "sd_xl_base_1.0" in meta and "ink-sketch × 0.6" in meta, meta
+    assert "sd_xl_refiner_1.0, switch at 0.8" in meta and "CFG 7" in meta, meta
+    assert "A1111's “Clip skip: 2”" in meta, meta
+
+    # None of those files is on this server: each is named, and the form keeps what it had for them.
+    ui.page.click("#viewer-use")
+    ui.page.wait_for_selector("#page-generate:not([hidden])", timeout=WAIT_MS)
+    notice = ui.page.wait_for_selector(".notice-warning", timeout=WAIT_MS).inner_text()
+    for missing in ("model “sd_xl_base_1.0”", "LoRA “ink-sketch”", "refiner “sd_xl_refiner_1.0”"):
+        assert missing in notice, notice
+    assert "ink-sketch (0.6)" in ui.page.inner_text("#gen-lora-missing")
+    assert ui.page.input_value("#gen-prompt") == "a glass greenhouse"
+    assert ui.page.input_value("#gen-clip-skip") == "1"
+    assert ui.page.input_value("#gen-seed") == "4321"
 
 
 def test_a_file_that_is_not_an_image_is_refused_in_words(ui: Ui, server: ServerProcess, tmp_path: Path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import WAIT_MS, ServerProcess, Ui, copy_tiny_model, wait_for_model
+from tests.browser.conftest import WAIT_MS, ServerProcess, Ui, copy_tiny_model, fill_form, wait_for_model
 
 pytestmark = pytest.mark.browser
 
@@ -20,24 +20,6 @@ RECORD_PREVIEWS = """() => {
     new MutationObserver(() => window.__previews.push(img.getAttribute("src")))
         .observe(img, {attributes: true, attributeFilter: ["src"]});
 }"""
-
-
-def fill_form(ui: Ui, *, prompt: str, size: int, steps: int, seed: int | None, count: int = 1) -> None:
-    ui.page.fill("#gen-prompt", prompt)
-    ui.page.fill("#gen-negative", "")
-    ui.page.wait_for_selector('#gen-model option[value="sd-1/main/tiny"]', state="attached", timeout=WAIT_MS)
-    ui.page.select_option("#gen-model", "sd-1/main/tiny")
-    ui.page.fill("#gen-width", str(size))
-    ui.page.fill("#gen-height", str(size))
-    ui.page.fill("#gen-steps", str(steps))
-    ui.page.fill("#gen-cfg", "7.5")
-    ui.page.select_option("#gen-scheduler", "euler")
-    if seed is None:
-        ui.page.check("#gen-randomize")
-    else:
-        ui.page.uncheck("#gen-randomize")
-        ui.page.fill("#gen-seed", str(seed))
-    ui.page.fill("#gen-count", str(count))
 
 
 def test_generate_shows_the_preview_then_the_new_image_in_the_gallery(ui: Ui, server: ServerProcess, tiny_model):

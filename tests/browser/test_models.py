@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from server.models.tiny_adapters import write_tiny_embedding, write_tiny_lora, write_tiny_vae
 from tests.browser.conftest import (
     WAIT_MS,
     ServerProcess,
     Ui,
     copy_tiny_model,
     free_port,
+    import_models,
     make_root,
     open_ui,
     wait_for_model,
@@ -172,3 +174,36 @@ def test_a_model_whose_file_goes_bad_shows_its_error_and_cannot_be_picked(
     error = ui.page.wait_for_selector(f"{card('zeta')}.has-error .model-error", timeout=WAIT_MS)
     assert error.inner_text().startswith("Unusable: ")
     assert ui.page.is_disabled('#gen-model option[value="sd-1/main/zeta"]')
+
+
+def test_loras_embeddings_and_vaes_are_listed_under_their_base(ui: Ui, server: ServerProcess, tmp_path: Path):
+    with server.api() as api:
+        import_models(
+            api,
+            write_tiny_lora(tmp_path / "crisp.safetensors", "kohya"),
+            write_tiny_lora(tmp_path / "xl-crisp.safetensors", "kohya", base="sdxl"),
+            write_tiny_embedding(tmp_path / "goodhands.safetensors"),
+            write_tiny_vae(tmp_path / "clearvae"),
+        )
+    ui.open("#/models")
+    for listed, key in (
+        ("LoRAs for Stable Diffusion 1.x", "sd-1/lora/crisp"),
+        ("LoRAs for SDXL", "sdxl/lora/xl-crisp"),
+        ("Embeddings for Stable Diffusion 1.x", "sd-1/embedding/goodhands"),
+        ("VAEs for Stable Diffusion 1.x", "sd-1/vae/clearvae"),
+    ):
+        ui.page.wait_for_selector(f'ul[aria-label="{listed}"] .model-card[data-key="{key}"]', timeout=WAIT_MS)
+    sdxl = ui.page.inner_text('section[aria-label="SDXL"]')
+    assert "LoRAs (1)" in sdxl and "xl-crisp" in sdxl
+
+    # Editing a LoRA offers what means something for it, and saving keeps the rest of its entry.
+    ui.page.click(f"{card('crisp', kind='lora')} [data-action=edit]")
+    ui.page.wait_for_selector("#model-dialog[open]", timeout=WAIT_MS)
+    for main_only in ("variant", "prediction_type", "vae", "config"):
+        assert not ui.page.query_selector(f"#model-dialog [name={main_only}]"), main_only
+    ui.page.fill("#model-dialog textarea[name=description]", "sharper edges")
+    ui.page.click("#model-dialog-ok")
+    ui.page.wait_for_selector(f"{card('crisp', kind='lora')}:has-text('sharper edges')", timeout=WAIT_MS)
+    with server.api() as api:
+        saved = api.get("/models/sd-1/lora/crisp").json()
+    assert saved["description"] == "sharper edges" and saved["model_format"] == "lycoris"
