@@ -12,11 +12,13 @@ from server.http.state import services
 from server.models.catalogue import ModelCatalogue
 from server.models.schema import (
     BASE_MODELS,
+    MERGEABLE_BASES,
     MODEL_TYPES,
     BaseModel,
     ConvertQuery,
     DeleteQuery,
     ImportRequest,
+    MergeableBase,
     MergeRequest,
     ModelConfig,
     ModelsList,
@@ -142,15 +144,15 @@ async def convert_model(request: Request, *, query: ConvertQuery) -> Response:
     tags=TAGS,
     body=MergeRequest,
     responses={200: ModelConfig, 400: None, 403: None, 404: None, 409: None, 422: None},
-    path_params={"base_model": KEY_PARAMS["base_model"]},
-    path_types={"base_model": BaseModel},
+    path_params={"base_model": f"one of {', '.join(MERGEABLE_BASES)}"},
+    path_types={"base_model": MergeableBase},
 )
 async def merge_models(request: Request, *, body: MergeRequest) -> Response:
     base_model = request.path_params["base_model"]
-    if base_model not in BASE_MODELS:
+    if base_model not in MERGEABLE_BASES:
         raise ApiError(
             422,
-            f"base_model must be one of {', '.join(BASE_MODELS)}, not {base_model!r}",
+            f"base_model must be one of {', '.join(MERGEABLE_BASES)}, not {base_model!r}",
             [ErrorItem(loc=["path", "base_model"], msg="unknown base model")],
         )
     svc = await _ready(request)

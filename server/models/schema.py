@@ -8,6 +8,8 @@ import msgspec
 
 # `any`: models that fit every base (upscalers work on pixels, not on a diffusion model's latents).
 BaseModel = Literal["sd-1", "sd-2", "sdxl", "sdxl-refiner", "any"]
+# Bases with diffusion weights to merge; `any` holds upscalers, which have none in common.
+MergeableBase = Literal["sd-1", "sd-2", "sdxl", "sdxl-refiner"]
 ModelType = Literal["main", "vae", "lora", "controlnet", "embedding", "upscale"]
 ModelFormat = Literal["diffusers", "checkpoint", "lycoris", "embedding_file", "embedding_folder"]
 ModelVariant = Literal["normal", "inpaint", "depth"]
@@ -15,6 +17,7 @@ PredictionType = Literal["epsilon", "v_prediction", "sample"]
 Interp = Literal["weighted_sum", "sigmoid", "inv_sigmoid", "add_difference"]
 
 BASE_MODELS: tuple[str, ...] = ("sd-1", "sd-2", "sdxl", "sdxl-refiner", "any")
+MERGEABLE_BASES: tuple[str, ...] = tuple(base for base in BASE_MODELS if base != "any")
 MODEL_TYPES: tuple[str, ...] = ("main", "vae", "lora", "controlnet", "embedding", "upscale")
 
 # A model name becomes a file or folder name when the server moves or writes the model, and a path segment of

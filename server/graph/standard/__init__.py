@@ -12,7 +12,8 @@ from typing import Any, cast
 import msgspec
 
 from server.graph.nodes.latents import Scheduler
-from server.graph.standard.builder import SettingsProblem, build_graph, edge
+from server.graph.standard.builder import SettingsProblem, build_graph
+from server.graph.standard.draft import edge
 from server.graph.standard.settings import (
     ControlSettings,
     GenerationSettings,

@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from server.graph.standard import stages
+import server.graph.standard.stages as stages
+from server.graph.standard.draft import Builder, Output
 from server.graph.standard.settings import GenerationSettings
 
 
@@ -23,31 +24,6 @@ class SettingsProblem(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
-
-
-def edge(source: str, source_field: str, destination: str, destination_field: str) -> dict[str, Any]:
-    return {
-        "source": {"node_id": source, "field": source_field},
-        "destination": {"node_id": destination, "field": destination_field},
-    }
-
-
-Output = tuple[str, str]
-
-
-class Builder:
-    def __init__(self, settings: GenerationSettings) -> None:
-        self.settings = settings
-        self.sdxl = settings.model.base_model == "sdxl"
-        self.nodes: dict[str, Any] = {}
-        self.edges: list[dict[str, Any]] = []
-
-    def add(self, node_id: str, node_type: str, **fields: Any) -> str:
-        self.nodes[node_id] = {"id": node_id, "type": node_type, **fields}
-        return node_id
-
-    def wire(self, source: Output, destination: str, field: str) -> None:
-        self.edges.append(edge(*source, destination, field))
 
 
 def _check(settings: GenerationSettings) -> None:

@@ -10,7 +10,7 @@ import msgspec
 from server.graph.standard.settings import GenerationSettings, HiresSettings, RefinerSettings
 
 if TYPE_CHECKING:
-    from server.graph.standard.builder import Builder, Output
+    from server.graph.standard.draft import Builder, Output
 
 
 def model_parts(graph: Builder) -> tuple[Output, Output, Output, Output]:
