@@ -31,6 +31,7 @@ from server.http import nodes as node_routes
 from server.http import queue as queue_routes
 from server.http import sessions as session_routes
 from server.http import workflows as workflow_routes
+from server.http.a1111 import routes as a1111_routes
 from server.http.errors import EXCEPTION_HANDLERS
 from server.http.io import json_response
 from server.http.openapi import build_openapi
@@ -51,6 +52,7 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 API_PREFIX = "/api/v1"
+A1111_PREFIX = "/sdapi/v1"
 
 
 def api_routes() -> list[BaseRoute]:
@@ -101,6 +103,7 @@ def build_app(settings: Settings) -> Starlette:
         Route("/health", app_routes.health, methods=["GET"]),
         WebSocketRoute("/ws", websocket_endpoint),
         Mount(API_PREFIX, routes=api_routes()),
+        Mount(A1111_PREFIX, routes=a1111_routes.routes),
     ]
     openapi_cache: dict[str, bytes] = {}
 

@@ -45,6 +45,26 @@ class TextConditioning:
     time_ids: tuple[float, ...] | None = None
     # Encoded from an empty prompt: SDXL models that say `force_zeros_for_empty_prompt` then take zeros instead.
     empty: bool = False
+    # A long prompt (more than one 77-token chunk) carries the empty prompt's encoding of one chunk: the shorter
+    # of the positive and negative conditioning is padded with it, as A1111 and compel do.
+    padding: Any | None = None
+
+
+@dataclass
+class ConditioningSchedule:
+    """Conditionings that take turns over the steps (A1111's prompt editing and alternation): each entry is used
+    while the step index is below `until` × the number of steps; the last entry's `until` is 1."""
+
+    entries: list[tuple[float, TextConditioning]]
+
+    def at(self, index: int, total: int) -> TextConditioning:
+        for until, conditioning in self.entries:
+            if index < until * total:
+                return conditioning
+        return self.entries[-1][1]
+
+
+Conditioning = TextConditioning | ConditioningSchedule
 
 
 @dataclass
@@ -55,8 +75,18 @@ class DenoiseMask:
     masked_latents: Any | None = None  # 1 × 4 × h × w: the masked image, encoded (inpaint UNets only)
 
 
-def as_conditioning(value: Any) -> TextConditioning:
-    return value if isinstance(value, TextConditioning) else TextConditioning(embeds=value)
+def as_conditioning(value: Any) -> Conditioning:
+    if isinstance(value, TextConditioning | ConditioningSchedule):
+        return value
+    return TextConditioning(embeds=value)
+
+
+def conditioning_entries(value: Conditioning) -> list[TextConditioning]:
+    return [entry for _, entry in value.entries] if isinstance(value, ConditioningSchedule) else [value]
+
+
+def _at(value: Conditioning, index: int, total: int) -> TextConditioning:
+    return value.at(index, total) if isinstance(value, ConditioningSchedule) else value
 
 
 def denoise(
@@ -140,14 +170,24 @@ def denoise(
     if "generator" in step_parameters:
         step_kwargs["generator"] = generator
     guided = cfg_scale > 1.0  # the pipeline's rule: no unconditional pass at cfg ≤ 1
-    context, added = _unet_conditioning(positive, negative, guided, zeros_for_empty_negative, device, dtype)
+    conditioned: dict[tuple[int, int], tuple[Any, dict[str, Any] | None]] = {}
+
+    def conditioning_at(index: int) -> tuple[Any, dict[str, Any] | None]:
+        pair = _at(positive, index, total), _at(negative, index, total)
+        key = id(pair[0]), id(pair[1])
+        if key not in conditioned:
+            conditioned[key] = _unet_conditioning(*pair, guided, zeros_for_empty_negative, device, dtype)
+        return conditioned[key]
+
+    total = len(timesteps)
+    conditioning_at(0)  # a mismatch of the two fails before the first step
     extra_channels = _inpaint_channels(unet, mask, guided, device, dtype)
     blend = mask is not None and extra_channels is None
-    total = len(timesteps)
     with torch.inference_mode():
         for index, timestep in enumerate(timesteps):
             if before_step is not None:
                 before_step()
+            context, added = conditioning_at(index)
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = scheduler.scale_model_input(model_input, timestep)
             down, mid = control.residuals(controls, index, total, model_input, timestep, context, added, guided)
@@ -203,11 +243,14 @@ def _unet_conditioning(
     if positive.embeds.shape[-1] != negative.embeds.shape[-1] or (positive.pooled is None) != (negative.pooled is None):
         raise ValueError("the positive and negative conditioning come from different text encoders")
     negative_embeds, negative_pooled = negative.embeds, negative.pooled
+    positive_embeds = positive.embeds
+    if positive_embeds.shape[1] != negative_embeds.shape[1]:
+        positive_embeds, negative_embeds = _same_length(positive, negative)
     if zeros and negative.empty:
         # StableDiffusionXLPipeline with no negative prompt: zeros, when the model's config says so.
-        negative_embeds = torch.zeros_like(positive.embeds)
+        negative_embeds = torch.zeros_like(positive_embeds)
         negative_pooled = torch.zeros_like(positive.pooled) if positive.pooled is not None else None
-    positive_embeds = positive.embeds.to(device, dtype)
+    positive_embeds = positive_embeds.to(device, dtype)
     context = torch.cat([negative_embeds.to(device, dtype), positive_embeds]) if guided else positive_embeds
     if positive.pooled is None:
         return context, None
@@ -218,6 +261,25 @@ def _unet_conditioning(
         pooled = torch.cat([negative_pooled.to(device, dtype), pooled])
         time_ids = torch.cat([torch.tensor([negative.time_ids], dtype=dtype, device=device), time_ids])
     return context, {"text_embeds": pooled, "time_ids": time_ids}
+
+
+def _same_length(positive: TextConditioning, negative: TextConditioning) -> tuple[Any, Any]:
+    """Both conditionings as long as the longer, the shorter padded with empty-prompt chunks."""
+    import torch
+
+    longer, shorter = (
+        (positive, negative) if positive.embeds.shape[1] > negative.embeds.shape[1] else (negative, positive)
+    )
+    padding = longer.padding if longer.padding is not None else shorter.padding
+    missing = longer.embeds.shape[1] - shorter.embeds.shape[1]
+    if padding is None or missing % padding.shape[1]:
+        raise ValueError(
+            f"the positive conditioning has {positive.embeds.shape[1]} tokens and the negative "
+            f"{negative.embeds.shape[1]}: encode both with the same long-prompt setting"
+        )
+    pad = padding.to(shorter.embeds.device, shorter.embeds.dtype).repeat(1, missing // padding.shape[1], 1)
+    padded = torch.cat([shorter.embeds, pad], dim=1)
+    return (longer.embeds, padded) if longer is positive else (padded, longer.embeds)
 
 
 def decode_latents(vae: Any, latents: Any) -> Any:

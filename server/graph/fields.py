@@ -65,6 +65,8 @@ class UNetField(msgspec.Struct, kw_only=True):
     model: ModelIdentifier
     # Applied in order while the UNet runs; the base weights are never changed.
     loras: list[LoraField] = []
+    # Axes ("x", "y") along which its convolutions wrap around while it runs (server/graph/seamless.py).
+    seamless_axes: list[str] = []
 
 
 class ClipField(msgspec.Struct, kw_only=True):
@@ -78,12 +80,16 @@ class ClipField(msgspec.Struct, kw_only=True):
 
 class VaeField(msgspec.Struct):
     model: ModelIdentifier
+    seamless_axes: list[str] = []
 
 
 class CoreMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The generation settings embedded in a PNG as `invokeai_metadata` (docs/api.md §PNG metadata)."""
 
     generation_mode: str
+    # AUTOMATIC1111's infotext of the same generation (the /sdapi/v1 routes set it): also written as the PNG's
+    # tEXt `parameters`, so A1111 tools read the image too.
+    parameters: str | None = None
     positive_prompt: str | None = None
     negative_prompt: str | None = None
     width: int | None = None

@@ -91,16 +91,18 @@ def skipped_layers(text_encoder: Any, count: int) -> Iterator[None]:
         encoder.layers = layers
 
 
-def encode_prompt(prompt: str, tokenizer: Any, text_encoder: Any) -> Any:
+def encode_prompt(prompt: str, tokenizer: Any, text_encoder: Any, *, truncate: bool = True) -> Any:
+    """The prompt's embeddings. `truncate`: to the encoder's 77 tokens, as the diffusers pipeline does; else a
+    long prompt is encoded in 77-token chunks joined along the tokens (compel's and A1111's way), and
+    `BREAK`-style conjunctions keep every chunk."""
     import torch
 
     with torch.inference_mode():
-        if _COMPEL_SYNTAX.search(prompt) is None:
+        if truncate and _COMPEL_SYNTAX.search(prompt) is None:
             return plain_embeddings(prompt, tokenizer, text_encoder)
         from compel import Compel
 
-        # Long prompts are truncated to the encoder's 77 tokens, as the diffusers pipeline does.
-        return Compel(tokenizer=tokenizer, text_encoder=text_encoder, truncate_long_prompts=True)(prompt)
+        return Compel(tokenizer=tokenizer, text_encoder=text_encoder, truncate_long_prompts=truncate)(prompt)
 
 
 def plain_embeddings(prompt: str, tokenizer: Any, text_encoder: Any) -> Any:

@@ -48,8 +48,23 @@ def not_found(kind: str, identifier: str) -> ApiError:
     return ApiError(404, f"{kind} {shown!r} not found")
 
 
-def error_response(status: int, detail: str, errors: list[ErrorItem] | None = None, headers=None) -> Response:
-    body = msgspec.json.encode(ErrorBody(detail=detail, errors=errors or []))
+class A1111ErrorBody(msgspec.Struct):
+    """A1111's error shape, which its clients print: the kind, our detail, and the field-level errors."""
+
+    error: str
+    detail: str
+    body: str
+    errors: list[ErrorItem]
+
+
+def error_response(
+    status: int, detail: str, errors: list[ErrorItem] | None = None, headers=None, request: Request | None = None
+) -> Response:
+    if request is not None and request.url.path.startswith("/sdapi/"):
+        kind = "ValidationError" if status == 422 else "HTTPException"
+        body = msgspec.json.encode(A1111ErrorBody(error=kind, detail=detail, body="", errors=errors or []))
+    else:
+        body = msgspec.json.encode(ErrorBody(detail=detail, errors=errors or []))
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
@@ -105,7 +120,7 @@ def _path_parts(path: str) -> list[str | int]:
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.detail, exc.errors)
+    return error_response(exc.status, exc.detail, exc.errors, request=request)
 
 
 # Domain exception -> status. A subclass answers its own entry if it has one, else its nearest base's.
@@ -140,7 +155,7 @@ async def handle_domain_error(request: Request, exc: Exception) -> Response:
     detail = getattr(exc, "detail", None) or str(exc)
     loc = getattr(exc, "loc", None)
     errors = [ErrorItem(loc=loc, msg=getattr(exc, "msg", detail))] if loc else []
-    return error_response(status, detail, errors)
+    return error_response(status, detail, errors, request=request)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
@@ -154,7 +169,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
         headers = {**(headers or {}), "Allow": _allowed_methods(request)}
     if exc.status_code in (204, 304):
         return Response(status_code=exc.status_code, headers=headers)
-    return error_response(exc.status_code, str(detail), headers=headers)
+    return error_response(exc.status_code, str(detail), headers=headers, request=request)
 
 
 def _allowed_methods(request: Request) -> str:
@@ -188,7 +203,7 @@ def _allowed_methods(request: Request) -> str:
 async def handle_uncaught(request: Request, exc: Exception) -> Response:
     # The traceback goes to the log, never to the client.
     log.exception("uncaught error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "Internal server error; the server log has the details")
+    return error_response(500, "Internal server error; the server log has the details", request=request)
 
 
 EXCEPTION_HANDLERS = {

@@ -3,6 +3,8 @@ Origin of WebSocket handshakes and of state-changing browser requests."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from urllib.parse import parse_qs, urlsplit
 
@@ -14,7 +16,7 @@ from server.http.errors import error_response
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Paths anyone may fetch even with a token set: the liveness probe and the web UI's own files.
 PUBLIC_PREFIXES = ("/health", "/static/", "/docs", "/favicon.ico")
-PROTECTED_PREFIXES = ("/api/", "/ws", "/openapi.json")
+PROTECTED_PREFIXES = ("/api/", "/sdapi/", "/ws", "/openapi.json")
 
 
 def _host_name(host_header: str) -> str:
@@ -63,7 +65,10 @@ class SecurityMiddleware:
         if self.token and self._needs_token(scope["path"]):
             given = self._given_token(scope, headers)
             if given is None:
-                return 401, "An access token is required: send 'Authorization: Bearer <token>'"
+                return (
+                    401,
+                    "An access token is required: send 'Authorization: Bearer <token>' (or HTTP Basic, the token as password)",
+                )
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return 401, "The access token is wrong"
         return None
@@ -87,6 +92,12 @@ class SecurityMiddleware:
         auth = headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
             return auth[7:].strip()
+        if auth[:6].lower() == "basic ":
+            # A1111 clients (webuiapi, Open WebUI) send HTTP Basic: the token is the password, any user name.
+            try:
+                return base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")[2]
+            except (binascii.Error, UnicodeDecodeError):
+                return None
         # Browsers can't set headers on a WebSocket handshake or an <img src>, so those may carry `?token=`.
         if scope["type"] == "websocket" or scope.get("method") in ("GET", "HEAD"):
             values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")

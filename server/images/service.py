@@ -115,6 +115,9 @@ class ImageService:
             if not is_json(metadata):
                 raise ValueError("metadata must be a JSON string")
             chunks["invokeai_metadata"] = metadata
+            infotext = _a1111_parameters(metadata)
+            if infotext is not None:
+                chunks["parameters"] = infotext
         if graph is not None:
             graph = stripped_graph_json(graph)
             chunks["invokeai_graph"] = graph
@@ -433,3 +436,11 @@ def _is_regular_file(path: Path) -> bool:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+def _a1111_parameters(metadata: str) -> str | None:
+    """The A1111 infotext a CoreMetadata JSON carries, if any."""
+    if '"parameters"' not in metadata:
+        return None
+    value = msgspec.json.decode(metadata).get("parameters")
+    return value if isinstance(value, str) else None

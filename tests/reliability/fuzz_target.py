@@ -212,6 +212,11 @@ def fuzz_document(document: dict[str, Any], root: Path, seeded: Seeded) -> dict[
     return doc
 
 
+# The A1111 routes that generate: every valid request is a whole generation (up to 4096² and 1000 steps, 64
+# images), which no CI run can afford. They get only invalid requests (each must be refused, never a 500);
+# tests/a1111 runs the valid ones.
+GENERATING = r"^/sdapi/v1/(txt2img|img2img|extra-single-image|extra-batch-images)$"
+
 # Every check Schemathesis has but one: `positive_data_acceptance` expects any request the schemas allow to
 # succeed, while most of our 422s are about what JSON Schema cannot say (an image or board that does not
 # exist, a graph whose edges do not fit, a file that is not an image) and are the right answer.
@@ -241,6 +246,7 @@ def run_fuzzer(
     seed: int,
     max_time: float | None = None,
     timeout: float = 1800,
+    extra_args: tuple[str, ...] = (),
 ) -> FuzzReport:
     """Run the Schemathesis CLI (every phase: examples, coverage, fuzzing, stateful) against `base_url`."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -255,6 +261,7 @@ def run_fuzzer(
     ]  # fmt: skip
     if max_time is not None:
         command += ["--max-time", str(int(max_time))]
+    command += extra_args
     done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout)
     reports = sorted(report_dir.glob("*.json"))
     if not reports:

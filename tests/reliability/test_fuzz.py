@@ -8,6 +8,7 @@ long as you like with fresh seeds. Requests it once failed are kept as plain tes
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,14 @@ import pytest
 import yaml
 
 from tests.conftest import start_live_server
-from tests.reliability.fuzz_target import fuzz_document, fuzz_settings, place_models, run_fuzzer, seed_server
+from tests.reliability.fuzz_target import (
+    GENERATING,
+    fuzz_document,
+    fuzz_settings,
+    place_models,
+    run_fuzzer,
+    seed_server,
+)
 
 MAX_EXAMPLES = 40
 SEED = 20261127
@@ -31,10 +39,29 @@ def test_every_route_answers_as_its_openapi_document_says(tmp_path: Path, tiny_m
         seeded = seed_server(live.url)
         document = httpx.get(f"{live.url}/openapi.json").json()
         fuzzed = fuzz_document(document, settings.root_path, seeded)
-        report = run_fuzzer(live.url, fuzzed, tmp_path / "fuzz", max_examples=MAX_EXAMPLES, seed=SEED)
+        report = run_fuzzer(
+            live.url,
+            fuzzed,
+            tmp_path / "fuzz",
+            max_examples=MAX_EXAMPLES,
+            seed=SEED,
+            extra_args=("--exclude-path-regex", GENERATING),
+        )
         print(f"\nschemathesis: {report.generated} requests, {len(report.failures)} failures (seed {report.seed})")
         assert report.ok, report.output[-30_000:]
-        assert report.generated > 20 * len(document["paths"])  # it really ran every phase on every route
+        fuzzed_paths = [path for path in document["paths"] if not re.match(GENERATING, path)]
+        assert report.generated > 20 * len(fuzzed_paths)  # it really ran every phase on every route
+        refused = run_fuzzer(
+            live.url,
+            fuzzed,
+            tmp_path / "fuzz-a1111",
+            max_examples=MAX_EXAMPLES // 2,
+            seed=SEED,
+            extra_args=("--include-path-regex", GENERATING, "--mode", "negative", "--phases", "coverage,fuzzing"),
+        )
+        print(f"schemathesis, A1111 generation routes: {refused.generated} invalid requests")
+        assert refused.ok, refused.output[-30_000:]
+        assert refused.generated > 10 * 4
         # Still healthy, and still serving what it served before.
         assert httpx.get(f"{live.url}/health").json() == {"status": "ok"}
         assert httpx.get(f"{live.url}/api/v1/images/").status_code == 200

@@ -3,7 +3,7 @@ union and the `/api/v1/nodes/` catalogue from NODE_CLASSES."""
 
 from server.graph.nodes.adapters import ClipSkipNode, LoraLoaderNode, SDXLLoraLoaderNode, VaeLoaderNode
 from server.graph.nodes.base import Node, Output
-from server.graph.nodes.conditioning import CompelNode
+from server.graph.nodes.conditioning import CompelNode, ConditioningScheduleNode
 from server.graph.nodes.control import CannyImageProcessorNode, ControlNetNode
 from server.graph.nodes.denoising import DenoiseLatentsNode, TextToLatentsNode
 from server.graph.nodes.image import (
@@ -17,7 +17,7 @@ from server.graph.nodes.image import (
 from server.graph.nodes.latents import ImageToLatentsNode, LatentsToImageNode, NoiseNode
 from server.graph.nodes.mask import CreateDenoiseMaskNode, ImagePadNode, MaskFromAlphaNode
 from server.graph.nodes.metadata import MetadataAccumulatorNode
-from server.graph.nodes.model import MainModelLoaderNode
+from server.graph.nodes.model import MainModelLoaderNode, SeamlessNode
 from server.graph.nodes.primitives import (
     BooleanNode,
     CollectNode,
@@ -47,11 +47,13 @@ NODE_CLASSES: tuple[type[Node], ...] = (
     CollectNode,
     ImageNode,
     MainModelLoaderNode,
+    SeamlessNode,
     LoraLoaderNode,
     SDXLLoraLoaderNode,
     VaeLoaderNode,
     ClipSkipNode,
     CompelNode,
+    ConditioningScheduleNode,
     SDXLModelLoaderNode,
     SDXLRefinerModelLoaderNode,
     SDXLCompelPromptNode,

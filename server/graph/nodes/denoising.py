@@ -8,9 +8,17 @@ from typing import Annotated, Any
 
 import msgspec
 
+from server.graph import seamless
 from server.graph.context import InvocationContext, NodeError
 from server.graph.control import PreparedControl, prepare_image
-from server.graph.denoise import LATENT_SCALE, DenoiseMask, TextConditioning, as_conditioning, denoise
+from server.graph.denoise import (
+    LATENT_SCALE,
+    Conditioning,
+    DenoiseMask,
+    as_conditioning,
+    conditioning_entries,
+    denoise,
+)
 from server.graph.fields import ConditioningField, ControlField, DenoiseMaskField, LatentsField, UNetField
 from server.graph.nodes.base import WIRE, WIRE_REQUIRED, Node
 from server.graph.nodes.latents import LatentsOutput, Scheduler, size_text
@@ -74,7 +82,7 @@ class DenoiseLatentsNode(Node, tag="denoise_latents", kw_only=True):
         loras = ctx.load_loras(self.unet.loras)
         sdxl = self.unet.model.base_model.startswith("sdxl")
         try:
-            with adapters.active(unet, "unet", loras, sdxl=sdxl):
+            with adapters.active(unet, "unet", loras, sdxl=sdxl), seamless.tiled(unet, self.unet.seamless_axes):
                 latents = denoise(
                     unet=unet,
                     scheduler=scheduler,
@@ -146,16 +154,18 @@ class DenoiseLatentsNode(Node, tag="denoise_latents", kw_only=True):
         return prepared
 
 
-def _check_conditioning(unet: Any, positive: TextConditioning, negative: TextConditioning) -> None:
-    if positive.embeds.shape[1:] != negative.embeds.shape[1:] or (positive.pooled is None) != (negative.pooled is None):
-        raise NodeError("the positive and negative conditioning come from different text encoders")
+def _check_conditioning(unet: Any, positive: Conditioning, negative: Conditioning) -> None:
     expected = unet.config.cross_attention_dim
     sdxl_unet = unet.config.addition_embed_type == "text_time"
-    if positive.embeds.shape[-1] != expected or (positive.pooled is None) == sdxl_unet:
-        raise NodeError(
-            f"the conditioning ({positive.embeds.shape[-1]} wide) is not for this UNet ({expected} wide"
-            f"{', SDXL' if sdxl_unet else ''}): encode the prompts with the text encoders of the same model"
-        )
+    reference = conditioning_entries(negative)[0]
+    for entry in conditioning_entries(positive) + conditioning_entries(negative):
+        if entry.embeds.shape[-1] != reference.embeds.shape[-1] or (entry.pooled is None) != (reference.pooled is None):
+            raise NodeError("the positive and negative conditioning come from different text encoders")
+        if entry.embeds.shape[-1] != expected or (entry.pooled is None) == sdxl_unet:
+            raise NodeError(
+                f"the conditioning ({entry.embeds.shape[-1]} wide) is not for this UNet ({expected} wide"
+                f"{', SDXL' if sdxl_unet else ''}): encode the prompts with the text encoders of the same model"
+            )
 
 
 class TextToLatentsNode(DenoiseLatentsNode, tag="t2l", kw_only=True):

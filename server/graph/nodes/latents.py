@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from server.graph import seamless
 from server.graph.context import InvocationContext, NodeError
 from server.graph.denoise import LATENT_SCALE, decode_latents, encode_image, make_noise
 from server.graph.fields import (
@@ -76,7 +77,9 @@ class LatentsToImageNode(Node, tag="l2i", kw_only=True):
     def invoke(self, ctx: InvocationContext) -> ImageOutput:
         assert self.latents is not None and self.vae is not None
         latents = ctx.get_tensor(self.latents.latents_name)
-        image = decode_latents(ctx.load_model(self.vae.model, "vae"), latents)
+        vae = ctx.load_model(self.vae.model, "vae")
+        with seamless.tiled(vae, self.vae.seamless_axes):
+            image = decode_latents(vae, latents)
         ctx.check_canceled()
         metadata = msgspec.json.encode(self.metadata).decode() if self.metadata is not None else None
         dto = ctx.save_image(
@@ -101,7 +104,9 @@ class ImageToLatentsNode(Node, tag="i2l", kw_only=True):
         image = ctx.open_image(self.image.image_name)
         if image.width < LATENT_SCALE or image.height < LATENT_SCALE:
             raise NodeError(f"image {self.image.image_name} is smaller than {LATENT_SCALE}×{LATENT_SCALE} pixels")
-        latents = encode_image(ctx.load_model(self.vae.model, "vae"), image)
+        vae = ctx.load_model(self.vae.model, "vae")
+        with seamless.tiled(vae, self.vae.seamless_axes):
+            latents = encode_image(vae, image)
         name = ctx.put_tensor("latents", latents)
         height, width = latents.shape[-2] * LATENT_SCALE, latents.shape[-1] * LATENT_SCALE
         return LatentsOutput(latents=LatentsField(latents_name=name), width=width, height=height)

@@ -54,32 +54,20 @@ def build_graph(settings: GenerationSettings) -> dict[str, Any]:
     graph = Builder(settings)
     sdxl = graph.sdxl
     model = msgspec.to_builtins(settings.model)
+    graph.add("model", "sdxl_model_loader" if sdxl else "main_model_loader", model=model)
     size = {"width": settings.width, "height": settings.height}
     sampling = {"steps": settings.steps, "cfg_scale": settings.cfg_scale, "scheduler": settings.scheduler}
-    if sdxl:
-        sdxl_size = {
-            "original_width": settings.width,
-            "original_height": settings.height,
-            "target_width": settings.width,
-            "target_height": settings.height,
-        }
-        graph.add("model", "sdxl_model_loader", model=model)
-        graph.add("pos", "sdxl_compel_prompt", prompt=settings.prompt, style="", **sdxl_size)
-        graph.add("neg", "sdxl_compel_prompt", prompt=settings.negative_prompt, style="", **sdxl_size)
-    else:
-        graph.add("model", "main_model_loader", model=model)
-        graph.add("pos", "compel", prompt=settings.prompt)
-        graph.add("neg", "compel", prompt=settings.negative_prompt)
+    stages.prompts(graph)
     graph.add("noise", "noise", seed=settings.seed, **size)
     split = {"denoising_end": settings.refiner.switch_at} if settings.refiner is not None else {}
     strength = {"strength": settings.strength} if settings.init_image is not None else {}
     graph.add("denoise", "denoise_latents", **sampling, **strength, **split)
     graph.add("decode", "l2i")
     unet, clip, clip2, vae = stages.model_parts(graph)
-    for prompt in ("pos", "neg"):
-        graph.wire(clip, prompt, "clip")
+    for encoder in graph.encoders:
+        graph.wire(clip, encoder, "clip")
         if sdxl:
-            graph.wire(clip2, prompt, "clip2")
+            graph.wire(clip2, encoder, "clip2")
     graph.wire(unet, "denoise", "unet")
     graph.wire(("pos", "conditioning"), "denoise", "positive_conditioning")
     graph.wire(("neg", "conditioning"), "denoise", "negative_conditioning")

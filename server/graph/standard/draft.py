@@ -25,6 +25,8 @@ class Builder:
         self.sdxl = settings.model.base_model == "sdxl"
         self.nodes: dict[str, Any] = {}
         self.edges: list[dict[str, Any]] = []
+        # The prompt nodes: each takes the text encoder(s).
+        self.encoders: list[str] = []
 
     def add(self, node_id: str, node_type: str, **fields: Any) -> str:
         self.nodes[node_id] = {"id": node_id, "type": node_type, **fields}

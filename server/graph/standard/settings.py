@@ -104,6 +104,14 @@ class GenerationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     outpaint: OutpaintSettings | None = None
     controls: list[ControlSettings] = []
     hires: HiresSettings | None = None
+    # Tileable images: the UNet's and VAE's convolutions wrap around (a `seamless` node).
+    tiling: bool = False
+    # How to read the prompts: compel's weighting syntax (`word++`, `(word)1.3`), or AUTOMATIC1111's (`(word:1.3)`,
+    # `[from:to:when]` editing, `[a|b]` alternation, BREAK; long prompts in 75-token chunks). LoRA tags and
+    # embedding names are the caller's to resolve (the /sdapi/v1 routes do).
+    prompt_syntax: Literal["compel", "a1111"] = "compel"
+    # AUTOMATIC1111's infotext for the image, kept in its metadata (`parameters`).
+    infotext: str | None = None
     # A `metadata_accumulator` wired to the final image embeds the settings in the PNG.
     metadata: bool = True
     graph_id: str = "t2i"

@@ -7,10 +7,47 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+import server.graph.standard.a1111_prompt as a1111_prompt
 from server.graph.standard.settings import GenerationSettings, HiresSettings, RefinerSettings
 
 if TYPE_CHECKING:
     from server.graph.standard.draft import Builder, Output
+
+
+def prompts(graph: Builder) -> None:
+    """`pos` and `neg`: the prompts' conditioning. With A1111's syntax a prompt that changes over the steps is a
+    `conditioning_schedule` of one encoding per entry (`pos_1`, `pos_2`...); any other prompt one node."""
+    settings = graph.settings
+    for node_id, text in (("pos", settings.prompt), ("neg", settings.negative_prompt)):
+        if settings.prompt_syntax == "a1111":
+            schedule = [
+                (until, a1111_prompt.to_compel(entry)) for until, entry in a1111_prompt.schedule(text, settings.steps)
+            ]
+        else:
+            schedule = [(1.0, text)]
+        if len(schedule) == 1:
+            _encoder(graph, node_id, schedule[0][1])
+            continue
+        collect = graph.add(f"{node_id}_entries", "collect")
+        for index, (_, entry) in enumerate(schedule, start=1):
+            graph.wire((_encoder(graph, f"{node_id}_{index}", entry), "conditioning"), collect, "item")
+        graph.add(node_id, "conditioning_schedule", until=[until for until, _ in schedule])
+        graph.wire((collect, "collection"), node_id, "conditionings")
+
+
+def _encoder(graph: Builder, node_id: str, prompt: str) -> str:
+    settings = graph.settings
+    graph.encoders.append(node_id)
+    if not graph.sdxl:
+        long_prompt = {"long_prompt": "chunks"} if settings.prompt_syntax == "a1111" else {}
+        return graph.add(node_id, "compel", prompt=prompt, **long_prompt)
+    size = {
+        "original_width": settings.width,
+        "original_height": settings.height,
+        "target_width": settings.width,
+        "target_height": settings.height,
+    }
+    return graph.add(node_id, "sdxl_compel_prompt", prompt=prompt, style="", **size)
 
 
 def model_parts(graph: Builder) -> tuple[Output, Output, Output, Output]:
@@ -43,6 +80,11 @@ def model_parts(graph: Builder) -> tuple[Output, Output, Output, Output]:
     if settings.vae is not None:
         graph.add("vae", "vae_loader", vae_model=msgspec.to_builtins(settings.vae))
         vae = ("vae", "vae")
+    if settings.tiling:
+        graph.add("seamless", "seamless", seamless_x=True, seamless_y=True)
+        graph.wire(unet, "seamless", "unet")
+        graph.wire(vae, "seamless", "vae")
+        unet, vae = ("seamless", "unet"), ("seamless", "vae")
     return unet, clip, clip2, vae
 
 
@@ -239,6 +281,8 @@ def metadata(
         **sampling,
         "model": model,
     }
+    if settings.infotext is not None:
+        fields["parameters"] = settings.infotext
     if settings.loras:
         fields["loras"] = [msgspec.to_builtins(lora) for lora in settings.loras]
     if settings.vae is not None:

@@ -1,0 +1,362 @@
+"""The A1111-compatible API against a real server process (with a token, as a person exposing it would run
+it): A1111's own API test cases in our words, its error shape, and the `webuiapi` client."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from server.models.tiny_adapters import write_tiny_embedding, write_tiny_lora, write_tiny_upscaler
+from tests.browser.conftest import ServerProcess, free_port, import_models, make_root, wait_for_model
+
+TOKEN = "a1111-test-token"
+COMPLEX = "((emphasis)), (emphasis1:1.1), [to:1], [from::2], [from:to:0.3], [alt|alt1]"
+SMALL = {"width": 64, "height": 64, "steps": 3, "seed": 7, "sampler_name": "Euler"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    base = tmp_path_factory.mktemp("a1111")
+    proc = ServerProcess(root=make_root(base / "root"), port=free_port(), token=TOKEN)
+    proc.start()
+    with httpx.Client(base_url=f"{proc.url}/api/v1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as api:
+        api.post("/models/sync")
+        wait_for_model(api, "tiny")
+        extra = base / "extra"
+        extra.mkdir()
+        import_models(
+            api,
+            write_tiny_lora(extra / "film.safetensors", scale=1.0),
+            write_tiny_embedding(extra / "badhands.safetensors"),
+            write_tiny_upscaler(extra / "tiny-esrgan.safetensors"),
+        )
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def sd(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=f"{server.url}/sdapi/v1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120
+    ) as client:
+        yield client
+
+
+def txt2img(sd: httpx.Client, **fields) -> dict:
+    response = sd.post("/txt2img", json={"prompt": "a lighthouse", **SMALL, **fields})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    body["info"] = json.loads(body["info"])
+    return body
+
+
+def picture(encoded: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(encoded)))
+
+
+def pixels(encoded: str) -> np.ndarray:
+    return np.asarray(picture(encoded).convert("RGB"), dtype=np.int16)
+
+
+def b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+# auth
+
+
+def test_the_token_is_taken_as_bearer_or_as_the_basic_password(server: ServerProcess):
+    url = f"{server.url}/sdapi/v1/sd-models"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert httpx.get(url, auth=("anyone", TOKEN)).status_code == 200
+    assert httpx.get(url, auth=("anyone", "wrong")).status_code == 401
+
+
+# listings
+
+
+def test_every_listing_answers_in_a1111s_shape(sd: httpx.Client):
+    models = sd.get("/sd-models").json()
+    assert [m["model_name"] for m in models] == ["tiny"] and models[0]["title"] == "tiny [sd-1]"
+    samplers = {s["name"] for s in sd.get("/samplers").json()}
+    assert {"Euler a", "Euler", "DPM++ 2M", "DDIM", "PLMS", "UniPC", "Heun", "LMS", "DDPM"} <= samplers
+    assert {"Automatic", "Karras"} <= {s["label"] for s in sd.get("/schedulers").json()}
+    upscalers = [u["name"] for u in sd.get("/upscalers").json()]
+    assert upscalers[:3] == ["None", "Lanczos", "Nearest"] and "tiny-esrgan" in upscalers
+    assert "Latent" in [m["name"] for m in sd.get("/latent-upscale-modes").json()]
+    assert [lora["name"] for lora in sd.get("/loras").json()] == ["film"]
+    assert list(sd.get("/embeddings").json()["loaded"]) == ["badhands"]
+    for empty in ("/hypernetworks", "/face-restorers", "/prompt-styles", "/sd-vae", "/realesrgan-models"):
+        assert sd.get(empty).json() == [], empty
+    assert sd.get("/scripts").json() == {"txt2img": [], "img2img": []}
+    assert "ram" in sd.get("/memory").json()
+    assert sd.get("/cmd-flags").json()["api"] is True
+    assert sd.get("/progress").json()["state"]["job_count"] == 0
+
+
+# txt2img
+
+
+def test_simple_txt2img_is_in_the_gallery_with_a1111s_infotext(server: ServerProcess, sd: httpx.Client):
+    body = txt2img(sd, negative_prompt="blurry")
+    assert len(body["images"]) == 1
+    image = picture(body["images"][0])
+    assert image.size == (64, 64)
+    info = body["info"]
+    assert info["seed"] == 7 and info["all_seeds"] == [7] and info["sampler_name"] == "Euler"
+    assert info["negative_prompt"] == "blurry" and body["parameters"]["prompt"] == "a lighthouse"
+    text = info["infotexts"][0]
+    assert text.startswith("a lighthouse\nNegative prompt: blurry\nSteps: 3, Sampler: Euler") and "Seed: 7" in text
+    assert image.text["parameters"] == text  # an A1111 tool reads the PNG too
+    # The same image is in our gallery, with the infotext kept in its metadata and the graph that ran.
+    name = info["image_names"][0]
+    with httpx.Client(base_url=f"{server.url}/api/v1", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        metadata = api.get(f"/images/{name}/metadata").json()
+    assert metadata["metadata"]["parameters"] == text and metadata["metadata"]["seed"] == 7
+    assert metadata["graph"]["nodes"]["denoise"]["steps"] == 3
+
+
+def test_the_same_seed_gives_the_same_pixels_and_minus_one_a_random_one(sd: httpx.Client):
+    first, second = txt2img(sd), txt2img(sd)
+    assert np.array_equal(pixels(first["images"][0]), pixels(second["images"][0]))
+    random = txt2img(sd, seed=-1)["info"]
+    assert random["seed"] != -1 and 0 <= random["seed"] < 2**32
+
+
+def test_n_iter_and_batch_size_give_consecutive_seeds(sd: httpx.Client):
+    body = txt2img(sd, seed=100, n_iter=2, batch_size=2)
+    assert len(body["images"]) == 4
+    assert body["info"]["all_seeds"] == [100, 101, 102, 103]
+    assert len(body["info"]["infotexts"]) == 4 and "Seed: 103" in body["info"]["infotexts"][3]
+    # Each image is the one its seed gives alone.
+    alone = txt2img(sd, seed=102)
+    assert np.array_equal(pixels(body["images"][2]), pixels(alone["images"][0]))
+
+
+@pytest.mark.parametrize("sampler", ["PLMS", "DDIM", "UniPC", "Euler a", "DPM++ 2M"])
+def test_a1111_samplers(sd: httpx.Client, sampler: str):
+    # PLMS (diffusers' PNDM) needs more than its warm-up steps.
+    body = txt2img(sd, steps=6, sampler_name=sampler, scheduler="Karras" if sampler == "DPM++ 2M" else "Automatic")
+    assert body["info"]["sampler_name"] == sampler and picture(body["images"][0]).size == (64, 64)
+
+
+def test_non_square_and_the_complex_prompt(sd: httpx.Client):
+    body = txt2img(sd, prompt=COMPLEX, width=96, height=64, steps=6)
+    assert picture(body["images"][0]).size == (96, 64)
+    assert body["info"]["prompt"] == COMPLEX
+
+
+def test_prompt_editing_differs_from_either_prompt(sd: httpx.Client):
+    cat, dog = (pixels(txt2img(sd, prompt=p, steps=4)["images"][0]) for p in ("a red cat", "a blue dog"))
+    edited = pixels(txt2img(sd, prompt="a [red cat:blue dog:0.25]", steps=4)["images"][0])
+    assert np.abs(edited - cat).mean() > 0.05 and np.abs(edited - dog).mean() > 0.05
+
+
+def test_a_lora_tag_at_weight_zero_is_no_lora(sd: httpx.Client):
+    plain = pixels(txt2img(sd)["images"][0])
+    assert np.array_equal(pixels(txt2img(sd, prompt="a lighthouse <lora:film:0>")["images"][0]), plain)
+    with_lora = txt2img(sd, prompt="a lighthouse <lora:film:1>")
+    assert np.abs(pixels(with_lora["images"][0]) - plain).mean() > 0.5
+    missing = txt2img(sd, prompt="a lighthouse <lora:nowhere:1>")
+    assert any("nowhere" in w for w in missing["info"]["warnings"])
+    # An embedding by its plain name, as A1111 takes it, changes the image.
+    assert not np.array_equal(pixels(txt2img(sd, prompt="a lighthouse badhands")["images"][0]), plain)
+
+
+def test_hires_doubles_the_size(sd: httpx.Client):
+    body = txt2img(sd, enable_hr=True, hr_scale=2, hr_second_pass_steps=2, denoising_strength=0.5)
+    assert picture(body["images"][0]).size == (128, 128)
+    assert "Hires upscale: 2" in body["info"]["infotexts"][0]
+
+
+def test_missing_extensions_are_warnings_not_errors(sd: httpx.Client):
+    body = txt2img(sd, restore_faces=True, tiling=True, script_name="x/y/z plot")
+    assert len(body["images"]) == 1
+    warnings = " ".join(body["info"]["warnings"])
+    assert "restore_faces" in warnings and "x/y/z plot" in warnings
+    assert "Tiling: True" in body["info"]["infotexts"][0]
+
+
+# bad input
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"steps": 0}, "steps"),
+        ({"width": 100}, "width"),
+        ({"width": 8192}, "width"),
+        ({"cfg_scale": "high"}, "cfg_scale"),
+        ({"sampler_name": "Euler z"}, "sampler_name"),
+        ({"override_settings": {"sd_model_checkpoint": "nowhere"}}, "override_settings"),
+    ],
+)
+def test_bad_input_is_422_in_a1111s_error_shape(sd: httpx.Client, fields: dict, field: str):
+    response = sd.post("/txt2img", json={**SMALL, **fields})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "ValidationError" and field in body["detail"] + json.dumps(body["errors"])
+    assert {"error", "detail", "body", "errors"} <= set(body)
+
+
+def test_images_that_are_not_images_are_refused(sd: httpx.Client):
+    assert sd.post("/img2img", json={**SMALL, "init_images": ["not base64!"]}).status_code == 422
+    junk = base64.b64encode(b"\x89PNG not really").decode()
+    assert sd.post("/img2img", json={**SMALL, "init_images": [junk]}).status_code in (413, 415)
+    bomb = Image.new("L", (12000, 12000))
+    refused = sd.post("/png-info", json={"image": b64(bomb)})
+    assert refused.status_code in (413, 415) and "image" in refused.json()["detail"]
+    assert sd.get("/progress").status_code == 200  # still healthy
+
+
+# img2img and inpainting
+
+
+def square_mask(size: int = 64) -> Image.Image:
+    mask = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(mask).rectangle((16, 16, 47, 47), fill=255)
+    return mask
+
+
+def test_img2img_changes_the_image_by_its_strength(sd: httpx.Client):
+    init = txt2img(sd)["images"][0]
+    response = sd.post("/img2img", json={**SMALL, "prompt": "a boat", "init_images": [init], "denoising_strength": 0.6})
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert picture(out["images"][0]).size == (64, 64)
+    assert np.abs(pixels(out["images"][0]) - pixels(init)).mean() > 0
+    assert out["parameters"]["init_images"] is None  # not echoed back unless include_init_images
+
+
+@pytest.mark.parametrize("invert", [0, 1])
+def test_inpainting_keeps_the_init_image_outside_the_mask(sd: httpx.Client, invert: int):
+    init = txt2img(sd)["images"][0]
+    fields = {
+        **SMALL,
+        "prompt": "a boat",
+        "init_images": [init],
+        "mask": b64(square_mask()),
+        "mask_blur": 0,
+        "inpainting_mask_invert": invert,
+        "inpaint_full_res": False,
+        "inpainting_fill": 1,
+        "denoising_strength": 0.9,
+    }
+    response = sd.post("/img2img", json=fields)
+    assert response.status_code == 200, response.text
+    result, original = pixels(response.json()["images"][0]), pixels(init)
+    inside = np.asarray(square_mask()) > 127
+    kept, painted = (~inside, inside) if not invert else (inside, ~inside)
+    assert np.array_equal(result[kept], original[kept])
+    assert np.abs(result[painted] - original[painted]).mean() > 1
+
+
+# extras and png-info
+
+
+def test_extras_upscale_with_lanczos_and_with_a_model(sd: httpx.Client):
+    source = txt2img(sd)["images"][0]
+    lanczos = sd.post("/extra-single-image", json={"image": source, "upscaler_1": "Lanczos", "upscaling_resize": 2})
+    assert lanczos.status_code == 200, lanczos.text
+    assert picture(lanczos.json()["image"]).size == (128, 128)
+    model = sd.post("/extra-single-image", json={"image": source, "upscaler_1": "tiny-esrgan", "upscaling_resize": 2})
+    assert model.status_code == 200, model.text
+    assert picture(model.json()["image"]).size == (128, 128)
+    batch = sd.post(
+        "/extra-batch-images",
+        json={"imageList": [{"data": source, "name": "a"}] * 2, "upscaler_1": "Nearest", "upscaling_resize": 3},
+    )
+    assert [picture(i).size for i in batch.json()["images"]] == [(192, 192)] * 2
+    unknown = sd.post("/extra-single-image", json={"image": source, "upscaler_1": "nowhere"})
+    assert unknown.status_code == 422 and "upscaler_1" in unknown.json()["detail"] + json.dumps(
+        unknown.json()["errors"]
+    )
+
+
+def test_png_info_reads_a1111_text_back(sd: httpx.Client):
+    body = txt2img(sd, prompt="a lighthouse", negative_prompt="fog")
+    info = sd.post("/png-info", json={"image": body["images"][0]}).json()
+    assert info["info"] == body["info"]["infotexts"][0]
+    assert info["parameters"]["Seed"] == "7" and info["parameters"]["Negative prompt"] == "fog"
+    assert "invokeai_metadata" in info["items"]
+    plain = sd.post("/png-info", json={"image": b64(Image.new("RGB", (8, 8)))}).json()
+    assert plain["info"] == ""
+
+
+# options
+
+
+def test_options_are_kept_across_a_restart(server: ServerProcess, sd: httpx.Client):
+    assert sd.get("/options").json()["sd_model_checkpoint"] == "tiny [sd-1]"
+    assert sd.post("/options", json={"CLIP_stop_at_last_layers": 2, "my_extension_option": [1, 2]}).status_code == 200
+    refused = sd.post("/options", json={"sd_model_checkpoint": "nowhere"})
+    assert refused.status_code == 422
+    server.restart()
+    options = sd.get("/options").json()
+    assert options["CLIP_stop_at_last_layers"] == 2 and options["my_extension_option"] == [1, 2]
+    # Clip skip from the options reaches the generation.
+    assert "Clip skip: 2" in txt2img(sd)["info"]["infotexts"][0]
+    assert sd.post("/options", json={"CLIP_stop_at_last_layers": 1}).status_code == 200
+
+
+# progress, interrupt
+
+
+def test_interrupt_stops_the_running_job_and_progress_follows_it(sd: httpx.Client):
+    outcome: dict = {}
+
+    def long_job() -> None:
+        outcome["response"] = sd.post("/txt2img", json={**SMALL, "steps": 400, "n_iter": 3})
+
+    worker = threading.Thread(target=long_job)
+    worker.start()
+    deadline = time.monotonic() + 60
+    state = {}
+    while time.monotonic() < deadline:
+        state = sd.get("/progress").json()
+        if state["state"]["sampling_step"] > 0:
+            break
+        time.sleep(0.1)
+    assert state["state"]["job_count"] == 1 and state["state"]["sampling_steps"] == 400
+    assert 0 < state["progress"] < 1
+    assert state["current_image"] is not None  # the preview, base64
+    assert sd.post("/interrupt").status_code == 200
+    worker.join(60)
+    response = outcome["response"]
+    assert response.status_code == 200 and response.json()["images"] == []
+    assert sd.get("/progress").json()["state"]["job_count"] == 0
+
+
+# the webuiapi client
+
+
+def test_the_webuiapi_client(server: ServerProcess, tmp_path: Path):
+    import webuiapi
+
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=server.port, sampler="Euler a", steps=3)
+    api.set_auth("user", TOKEN)
+    result = api.txt2img(prompt="a lighthouse", width=64, height=64, seed=5)
+    assert result.image.size == (64, 64) and result.info["seed"] == 5
+    again = api.img2img(images=[result.image], prompt="a boat", width=64, height=64, denoising_strength=0.5, seed=5)
+    assert again.image.size == (64, 64)
+    assert "Seed: 5" in api.png_info(result.image).info
+    upscaled = api.extra_single_image(image=result.image, upscaler_1=webuiapi.Upscaler.Lanczos, upscaling_resize=2)
+    assert upscaled.image.size == (128, 128)
+    api.util_set_model("tiny")
+    assert api.util_get_current_model() == "tiny [sd-1]"
+    assert api.interrupt() is not None or True  # nothing running: answered without error
