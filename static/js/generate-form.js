@@ -4,7 +4,9 @@
 // saving and restoring the form, the size each kind of model is made for, and "Use these settings".
 //
 // A section is {name, modelChanged(model), read(problems) → part of GenerationSettings, save() → JSON,
-// restore(saved), apply(settings, model) → [what could not be restored]}; see registerSection.
+// restore(saved), apply(settings, model) → [what could not be restored]}, and optionally
+// prepare(parts) → more of the settings, once they are sent (an upload), and locate(loc) → {label, input} of
+// the field a 422's `loc` names; see registerSection.
 
 import { api } from "./api.js";
 import { $, h } from "./dom.js";
@@ -27,6 +29,38 @@ export const field = (name) => form().elements.namedItem(name);
 /** Add a section to the form: it is read, saved, restored and told of model changes with the rest. */
 export function registerSection(section) {
   sections.push(section);
+}
+
+/** What the sections still have to do before the settings are sent (the inpaint mask is uploaded). */
+export async function prepareSections(parts) {
+  for (const section of sections) if (section.prepare) Object.assign(parts, await section.prepare(parts));
+}
+
+// The basic fields, by the GenerationSettings name (or the standard graph's node input) a 422 gives.
+const BASIC_LOCATIONS = {
+  model: ["model", "Model"],
+  prompt: ["prompt", "Prompt"],
+  negative_prompt: ["negative", "Negative prompt"],
+  width: ["width", "Width"],
+  height: ["height", "Height"],
+  steps: ["steps", "Steps"],
+  cfg_scale: ["cfg", "CFG scale"],
+  scheduler: ["scheduler", "Scheduler"],
+  seed: ["seed", "Seed"],
+};
+
+/**
+ * The form field a 422's `loc` is about, without "body": ["controls", 0, "weight"] (POST /app/graph) or
+ * ["nodes", "control_1", "image"] (POST /sessions/) → {label, input}, or null when no field is.
+ */
+export function locateProblem(loc) {
+  for (const section of sections) {
+    const found = section.locate?.(loc);
+    if (found) return found;
+  }
+  const name = loc[0] === "nodes" ? loc[2] : loc[0];
+  const basic = BASIC_LOCATIONS[name];
+  return basic ? { label: basic[1], input: field(basic[0]) } : null;
 }
 
 /** The main model chosen in the form (a ModelConfig), or null. */

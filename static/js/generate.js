@@ -2,12 +2,14 @@
 // server for the graph of the form's settings (POST /app/graph) and queues one session per image; the run
 // panel (generate-run.js) follows them. "Use these settings" from the viewer lands here too.
 //
-// A new part of the form (ControlNet, hires fix, inpainting...) is a fieldset in index.html and a section
-// module registered below; the form reads, saves and restores it with the rest.
+// Each part of the form beyond the basics (LoRAs, the refiner, the init image and its mask, ControlNets, the
+// hires fix) is a fieldset in index.html and a section module registered below; the form reads, saves and
+// restores it with the rest. A 422 is shown on the field it names, in the form's words.
 
 import { api } from "./api.js";
 import { $, errorText, notify } from "./dom.js";
 import { embeddingSection, vaeSection } from "./generate-adapters.js";
+import { controlSection } from "./generate-controls.js";
 import {
   applySettings,
   field,
@@ -16,26 +18,51 @@ import {
   form,
   graphSettings,
   loadLimits,
+  locateProblem,
   modelChanged,
+  prepareSections,
   readForm,
   registerSection,
   restoreForm,
   saveForm,
   syncSeedField,
 } from "./generate-form.js";
+import { hiresSection } from "./generate-hires.js";
+import { initSection } from "./generate-init.js";
 import { loraSection } from "./generate-loras.js";
 import { refinerSection } from "./generate-refiner.js";
 import { initRunPanel, queuedRun, renderQueue, trackRun } from "./generate-run.js";
 import { MAX_SEED, randomSeed, standardGraph } from "./graph.js";
 import { bus, store } from "./state.js";
 
-const SECTIONS = [embeddingSection, vaeSection, loraSection, refinerSection];
+const SECTIONS = [embeddingSection, vaeSection, loraSection, refinerSection, initSection, controlSection, hiresSection];
 
-/** Say which form field a 422 `loc` (["body", "nodes", "denoise", "steps"]) is about. */
+/**
+ * Say which form field a 422 `loc` (["body", "controls", 0, "image"], ["body", "nodes", "denoise", "steps"]) is
+ * about, in the form's words, and mark that field → {text, input}.
+ */
 function describeProblem(problem) {
   const loc = (problem.loc ?? []).filter((part) => part !== "body");
+  const found = loc.length ? locateProblem(loc) : null;
+  if (found) {
+    found.input?.setCustomValidity?.(problem.msg);
+    return { text: `${found.label}: ${problem.msg}`, input: found.input };
+  }
   const where = loc[0] === "nodes" && loc.length > 2 ? `${loc[1]}.${loc.slice(2).join(".")}` : loc.join(".");
-  return where ? `${where}: ${problem.msg}` : problem.msg;
+  return { text: where ? `${where}: ${problem.msg}` : problem.msg, input: null };
+}
+
+/** A refusal in the form's error line: each problem on the field it names, the first field focused. */
+function showRefusal(error) {
+  const problems = (error.errors ?? []).map(describeProblem);
+  const box = $("#gen-form-error");
+  if (!problems.length) {
+    box.textContent = errorText(error);
+    return;
+  }
+  const lead = error.status === 422 ? "The server refused these settings. " : `${errorText(error)} `;
+  box.textContent = lead + problems.map((problem) => problem.text).join(" · ");
+  problems.find((problem) => problem.input)?.input.focus();
 }
 
 async function submit(event) {
@@ -46,8 +73,8 @@ async function submit(event) {
   const button = $("#gen-invoke");
   button.disabled = true;
   button.textContent = "Queuing…";
-  const errorBox = $("#gen-form-error");
   try {
+    await prepareSections(params.sections);
     const batch = [];
     for (let i = 0; i < params.count; i++) {
       batch.push(params.randomize ? randomSeed() : (params.seed + i) % (MAX_SEED + 1));
@@ -65,8 +92,7 @@ async function submit(event) {
     // On a phone the run panel sits under the form: bring the preview into view.
     if (window.matchMedia("(max-width: 800px)").matches) $(".run-panel").scrollIntoView({ block: "start" });
   } catch (error) {
-    const details = (error.errors ?? []).map(describeProblem);
-    errorBox.textContent = [errorText(error), ...details].join(" · ");
+    showRefusal(error);
   } finally {
     button.disabled = false;
     button.textContent = "Generate";
@@ -88,10 +114,11 @@ async function openAsWorkflow() {
   saveForm();
   const seed = params.randomize ? randomSeed() : params.seed;
   try {
+    await prepareSections(params.sections);
     const graph = await standardGraph(graphSettings(params, seed));
     bus.emit("open-workflow", { graph, source: "the Generate page's settings" });
   } catch (error) {
-    $("#gen-form-error").textContent = [errorText(error), ...(error.errors ?? []).map(describeProblem)].join(" · ");
+    showRefusal(error);
   }
 }
 

@@ -4,7 +4,8 @@
 // settings: {prompt, negative, model_name, base_model, width, height, steps, cfg_scale, scheduler, seed,
 //   loras: [{model_name, base_model?, weight}], vae: {model_name, base_model?} | null (the model's own),
 //   clip_skip (layers skipped), refiner: {model_name, base_model?, switch_at, steps?, cfg_scale?, scheduler?,
-//   aesthetic_score?, negative_aesthetic_score?} | null}
+//   aesthetic_score?, negative_aesthetic_score?} | null, controlnets: [{model_name, base_model?, image, weight,
+//   begin, end, mode, resize_mode, processor}], hires: {scale, strength, method} | null, generation_mode}
 // Any may be missing (undefined: the metadata does not say); source: a short name of where they came from.
 
 import { fromParsedForeign, number, parseA1111, parseComfy } from "./metadata-foreign.js";
@@ -40,6 +41,22 @@ function fromCore(meta) {
         .filter((lora) => lora.model_name),
       vae: named(meta.vae),
       clip_skip: number(meta.clip_skip) ?? 0,
+      controlnets: (Array.isArray(meta.controlnets) ? meta.controlnets : [])
+        .map((entry) => ({
+          ...named(entry?.control_model),
+          image: entry?.image?.image_name ?? entry?.image,
+          weight: number(entry?.control_weight),
+          begin: number(entry?.begin_step_percent),
+          end: number(entry?.end_step_percent),
+          mode: entry?.control_mode,
+          resize_mode: entry?.resize_mode,
+          processor: entry?.processor,
+        }))
+        .filter((control) => control.model_name),
+      hires: meta.hrf_enabled
+        ? { scale: number(meta.hrf_scale), strength: number(meta.hrf_strength), method: meta.hrf_method }
+        : meta.generation_mode === undefined ? undefined : null,
+      generation_mode: meta.generation_mode,
       refiner: refiner && {
         ...refiner,
         switch_at: number(meta.refiner_start),
@@ -86,6 +103,9 @@ const LABELS = [
   ["scheduler", "Scheduler"],
 ];
 
+// generation_mode → words; text to image, the usual, is not shown.
+const MODE_NAMES = { img2img: "image to image", inpaint: "inpainting", outpaint: "outpainting" };
+
 const known = (value) => value !== undefined && value !== null && value !== "";
 
 /** The adapters and the refiner, as [label, value] rows: only those the image used. */
@@ -97,6 +117,19 @@ function adapterRows(settings) {
   if (settings.vae?.model_name) rows.push(["VAE", settings.vae.model_name]);
   if (settings.clip_skip) {
     rows.push(["Clip skip", `${settings.clip_skip} (layers skipped; A1111's “Clip skip: ${settings.clip_skip + 1}”)`]);
+  }
+  if (settings.controlnets?.length) {
+    const describe = (control) => {
+      const processed = control.processor && control.processor !== "none" ? `, ${control.processor}` : "";
+      const partial = known(control.begin) && known(control.end) && (control.begin > 0 || control.end < 1);
+      const range = partial ? `, steps ${Math.round(control.begin * 100)}–${Math.round(control.end * 100)} %` : "";
+      return `${control.model_name} × ${control.weight ?? 1}${processed}${range}`;
+    };
+    rows.push(["ControlNets", settings.controlnets.map(describe).join("\n")]);
+  }
+  if (settings.hires?.scale) {
+    const strength = known(settings.hires.strength) ? `, denoising strength ${settings.hires.strength}` : "";
+    rows.push(["Hires fix", `× ${settings.hires.scale}${strength}`]);
   }
   const refiner = settings.refiner;
   if (refiner?.model_name) {
@@ -119,6 +152,8 @@ function adapterRows(settings) {
  */
 export function settingsRows(settings, image = null) {
   const rows = LABELS.filter(([key]) => known(settings[key])).map(([key, label]) => [label, String(settings[key])]);
+  const mode = MODE_NAMES[String(settings.generation_mode ?? "").replace(/^sdxl_/, "")];
+  if (mode) rows.push(["Made by", mode]);
   rows.push(...adapterRows(settings));
   const sameSize = image && settings.width === image.width && settings.height === image.height;
   if (settings.width && settings.height && !sameSize) {

@@ -1,11 +1,13 @@
 // The image viewer dialog: the full image, its generation settings (ours, InvokeAI's, A1111's, ComfyUI's),
-// "Use these settings", star, download, delete; arrow keys step through the gallery, Escape closes.
+// "Use these settings", star, download, delete; "Use as init image", "Inpaint" (both on the Generate page) and
+// "Upscale" (upscale.js); arrow keys step through the gallery, Escape closes.
 
 import { api, withToken } from "./api.js";
 import { $, confirmDialog, errorText, formatDate, h, notify } from "./dom.js";
 import { knownImage, neighbour } from "./gallery.js";
 import { readSettings, settingsRows } from "./metadata.js";
 import { bus } from "./state.js";
+import { initUpscale, upscaleFor } from "./upscale.js";
 
 let image = null; // the ImageDTO on show
 let parsed = null; // {source, settings} read from its metadata, or null
@@ -81,6 +83,7 @@ export function openViewer(next) {
   renderStar();
   renderNav();
   renderMeta(baseRows());
+  upscaleFor(image);
   if (!dialog().open) dialog().showModal();
   loadMetadata(image.image_name);
 }
@@ -138,6 +141,15 @@ export function initViewer() {
     // The layout comes from the image's imagegraph_workflow chunk when a saved workflow made it.
     bus.emit("open-workflow", { graph, layout: workflow?.layout ?? null, name: workflow?.name ?? null, source: "this image" });
   });
+  for (const [button, mode] of [["#viewer-init", "img2img"], ["#viewer-inpaint", "inpaint"]]) {
+    $(button).addEventListener("click", () => {
+      if (!image) return;
+      const chosen = image;
+      dialog().close();
+      bus.emit("use-init-image", { image: chosen, mode });
+    });
+  }
+  initUpscale({ current: () => image, openImage: openViewer });
   $("#viewer-use").addEventListener("click", () => {
     if (!parsed) return;
     dialog().close();

@@ -5,20 +5,29 @@ coloured noise: random weights) and tiny LoRAs, embeddings and a VAE, makes a fe
 at 1280×800, plus the gallery, the generate page and the workflow editor at 390 px. Generate is shown mid-run
 with a LoRA and an embedding, and once more with an SDXL model, a LoRA and the refiner (a taller window, so
 the whole form shows); the viewer shows that SDXL image's settings. The workflow editor is shown with a saved
-workflow just run, and once more with a 422 on its nodes."""
+workflow just run, and once more with a 422 on its nodes. Last, Generate with a ControlNet (Canny, with its
+edge-map preview) and the inpaint canvas with a mask painted over an image."""
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import tempfile
 from pathlib import Path
 
+from PIL import Image, ImageDraw
 from playwright.sync_api import sync_playwright
 
 from server.graph.standard import txt2img_graph
-from server.models.tiny_adapters import write_tiny_embedding, write_tiny_lora, write_tiny_vae
+from server.models.tiny_adapters import (
+    write_tiny_controlnet,
+    write_tiny_embedding,
+    write_tiny_lora,
+    write_tiny_upscaler,
+    write_tiny_vae,
+)
 from server.models.tiny_sdxl import write_tiny_model_of_base
 from tests.browser.conftest import (
     CHROMIUM,
@@ -72,6 +81,8 @@ def adapters(folder: Path) -> list[Path]:
         write_tiny_vae(folder / "sharp-vae"),
         write_tiny_model_of_base(folder / "tiny-xl", "sdxl"),
         write_tiny_model_of_base(folder / "tiny-xl-refiner", "sdxl-refiner"),
+        write_tiny_controlnet(folder / "canny-control"),
+        write_tiny_upscaler(folder / "esrgan-x2.safetensors"),
     ]
 
 
@@ -146,6 +157,7 @@ def take(out: Path) -> None:
                 page.screenshot(path=str(out / "models.png"))
 
                 workflow(page, server, out)
+                control_and_inpaint(page, server, out)
                 browser.close()
         finally:
             server.stop()
@@ -167,9 +179,7 @@ def generate_sdxl(page, out: Path) -> str:
     page.wait_for_selector("#gen-status:has-text('Done')")
     page.wait_for_function("document.getElementById('gen-preview-image').naturalWidth > 0")
     name = page.get_attribute("#gen-results li", "data-name")
-    page.set_viewport_size({"width": 1280, "height": 1640})
-    page.evaluate("window.scrollTo(0, 0)")
-    page.mouse.move(0, 0)
+    whole_form(page)
     page.screenshot(path=str(out / "generate-sdxl.png"))
     page.set_viewport_size({"width": 1280, "height": 800})
     return name
@@ -206,6 +216,103 @@ def workflow(page, server: ServerProcess, out: Path) -> None:
     page.click('[data-action="invoke"]')
     page.wait_for_selector('[data-node-id="denoise"][data-state="invalid"]')
     page.screenshot(path=str(out / "workflow-invalid.png"))
+
+
+def lighthouse_png(size: int = 256) -> bytes:
+    """A picture with edges worth a Canny map: sky, sea, a lighthouse and its light."""
+    image = Image.new("RGB", (size, size), (70, 110, 170))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, size * 0.7, size, size), fill=(30, 60, 110))
+    draw.polygon(
+        [
+            (size * 0.42, size * 0.72),
+            (size * 0.58, size * 0.72),
+            (size * 0.54, size * 0.25),
+            (size * 0.46, size * 0.25),
+        ],
+        fill=(235, 235, 225),
+    )
+    draw.rectangle((size * 0.44, size * 0.18, size * 0.56, size * 0.25), fill=(200, 40, 40))
+    draw.ellipse((size * 0.47, size * 0.19, size * 0.53, size * 0.24), fill=(255, 230, 120))
+    draw.ellipse((size * 0.08, size * 0.08, size * 0.22, size * 0.22), fill=(250, 240, 200))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def run_and_wait(page) -> None:
+    """Generate, and wait for the new result and every image of the form to be on show."""
+    before = page.get_attribute("#gen-results li", "data-name")
+    page.click("#gen-invoke")
+    page.wait_for_function(
+        "name => document.querySelector('#gen-results li')?.dataset.name !== name"
+        " && document.getElementById('gen-status').textContent.startsWith('Done')",
+        arg=before,
+    )
+    page.wait_for_function(
+        "[...document.querySelectorAll('#generate-form img, #gen-preview-image')]"
+        ".filter(i => i.offsetParent).every(i => i.complete && i.naturalWidth)"
+    )
+
+
+def whole_form(page) -> None:
+    """A window as tall as the page, so the whole form shows beside the run panel."""
+    height = page.evaluate("document.documentElement.scrollHeight")
+    page.set_viewport_size({"width": 1280, "height": min(2600, height)})
+    page.evaluate("window.scrollTo(0, 0)")
+    page.mouse.move(0, 0)
+
+
+def control_and_inpaint(page, server: ServerProcess, out: Path) -> None:
+    """Generate with a ControlNet (Canny, its preview shown) after its run; then the inpaint canvas, a mask painted."""
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.click('nav a[data-page="generate"]')
+    fill(page, PROMPTS[0], 128, 12, 404)
+    # The SDXL LoRA of the last run does not fit an SD-1 model: out with it.
+    page.click('#gen-loras button[aria-label="Remove the LoRA xl-ink-sketch"]')
+    page.click("#gen-control-add")
+    row = '#gen-controls li[data-control="0"]'
+    page.set_input_files(
+        f"{row} input[type=file]",
+        files=[{"name": "lighthouse.png", "mimeType": "image/png", "buffer": lighthouse_png()}],
+    )
+    page.wait_for_selector(f"{row} img[data-control-image]")
+    page.select_option(f"{row} select[id$='-processor']", "canny")
+    page.wait_for_selector(f"{row} img[data-preview-image]")
+    page.fill(f"{row} input[id$='-weight']", "0.8")
+    run_and_wait(page)
+    whole_form(page)
+    page.screenshot(path=str(out / "generate-controlnet.png"))
+    page.set_viewport_size({"width": 1280, "height": 1000})
+
+    # Inpaint: from the viewer, onto the canvas over the image; a stroke painted over the lighthouse.
+    page.click(f"{row} button[aria-label='Remove ControlNet 1']")
+    with server.api() as api:
+        name = upload(api, lighthouse_png(), "lighthouse.png")["image_name"]
+    page.click('nav a[data-page="gallery"]')
+    page.click(f'#gallery-grid .tile[data-name="{name}"] button')
+    page.click("#viewer-inpaint")
+    page.wait_for_selector("#page-generate:not([hidden]) #gen-mask-canvas:not([hidden])")
+    page.wait_for_function("document.getElementById('gen-init-image').naturalWidth > 0")
+    page.fill("#gen-prompt", "a lighthouse at dusk, a storm coming in")
+    page.fill("#gen-mask-size", "36")
+    page.fill("#gen-strength", "0.9")
+    page.evaluate("document.getElementById('gen-init-section').scrollIntoView({block: 'start'})")
+
+    def at(fx: float, fy: float) -> tuple[float, float]:
+        box = page.locator("#gen-mask-canvas").bounding_box()
+        return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+
+    page.mouse.move(*at(0.1, 0.35))
+    page.mouse.down()
+    for fx, fy in ((0.3, 0.3), (0.5, 0.4), (0.7, 0.3), (0.9, 0.35), (0.9, 0.5), (0.6, 0.5), (0.3, 0.45)):
+        page.mouse.move(*at(fx, fy), steps=6)
+    page.mouse.up()
+    run_and_wait(page)
+    whole_form(page)
+    page.mouse.move(*at(0.75, 0.62))  # the brush outline shows where the mouse is
+    page.screenshot(path=str(out / "generate-inpaint.png"))
+    page.set_viewport_size({"width": 1280, "height": 800})
 
 
 def main() -> int:

@@ -5,9 +5,13 @@ import { $, errorText, h } from "../dom.js";
 
 const SHOWN = 120;
 
-/** Resolves to the chosen image's name, or null when the dialog is closed without a choice. */
-export function pickImage(current) {
+/**
+ * Resolves to the chosen image's name, or null when the dialog is closed without a choice. `title` heads the
+ * dialog; an image uploaded from it gets `category` (the Generate page's control images are `control`).
+ */
+export function pickImage(current, { title = "Choose an image", category = "user" } = {}) {
   const dialog = $("#wf-image-dialog");
+  $("#wf-image-title").textContent = title;
   const grid = $("#wf-image-grid");
   const status = $("#wf-image-status");
   const upload = $("#wf-image-upload");
@@ -55,7 +59,7 @@ export function pickImage(current) {
       form.append("file", file);
       status.textContent = `Uploading ${file.name}…`;
       try {
-        const image = await api.post("/images/upload", undefined, { form });
+        const image = await api.post("/images/upload", undefined, { form, query: { image_category: category } });
         chosen = image.image_name;
         dialog.close();
       } catch (error) {
