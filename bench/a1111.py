@@ -114,7 +114,7 @@ def concurrent(sdapi: httpx.Client, request: dict, clients: int) -> None:
     import json
 
     queued = {}
-    api = str(sdapi.base_url).replace("/sdapi/v1", "/api/v1")
+    api = str(sdapi.base_url).rstrip("/").replace("/sdapi/v1", "/api/v1")
     for index, result in results.items():
         if result["status"] == 200:
             session_id = json.loads(result["body"]["info"])["session_ids"][0]
