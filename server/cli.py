@@ -114,7 +114,7 @@ def run_server(settings: Settings) -> int:
 
 
 def uvicorn_config(settings: Settings, app: Any) -> Any:
-    """How `imagegraph serve` runs uvicorn (tests that start a live server use this very configuration)."""
+    """How `imagegraph serve` configures uvicorn (tests that start a live server use this very configuration)."""
     import uvicorn
 
     return uvicorn.Config(
@@ -131,7 +131,8 @@ def uvicorn_config(settings: Settings, app: Any) -> Any:
     )
 
 
-def _serve_forever(settings: Settings, sock: socket.socket) -> None:
+def make_server(settings: Settings) -> Any:
+    """The uvicorn server `imagegraph serve` runs, app included (the WebSocket heartbeat tests run this one)."""
     import uvicorn
 
     from server.app import build_app
@@ -142,7 +143,11 @@ def _serve_forever(settings: Settings, sock: socket.socket) -> None:
             if self.started:
                 log.info("imagegraph ready at %s", server_url(settings))
 
-    Server(uvicorn_config(settings, build_app(settings))).run(sockets=[sock])
+    return Server(uvicorn_config(settings, build_app(settings)))
+
+
+def _serve_forever(settings: Settings, sock: socket.socket) -> None:
+    make_server(settings).run(sockets=[sock])
 
 
 def _make_tiny_model(args: argparse.Namespace) -> int:

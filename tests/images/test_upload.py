@@ -101,20 +101,58 @@ def test_truncated_png_is_415(client):
 
 def test_decompression_bomb_is_refused_without_decoding(client, settings):
     # A valid PNG header that claims 100,000 × 100,000 pixels (10 gigapixels) over a few bytes of data.
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     bomb = (
         b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
-        + chunk(b"IEND", b"")
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+        + png_chunk(b"IEND", b"")
     )
     response = upload(client, bomb)
-    assert response.status_code in (413, 415)
+    assert response.status_code == 413
     assert "pixels" in response.json()["detail"] or "too large" in response.json()["detail"]
     assert stored_files(settings) == []
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def blank_1bit_png(width: int, height: int) -> bytes:
+    """A complete, valid black 1-bit PNG: tens of megapixels in a few kilobytes."""
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte, then 8 pixels a byte
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + png_chunk(b"IDAT", zlib.compress(row * height, 9))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_an_image_just_over_our_pixel_limit_is_413_before_decoding(client, settings):
+    # Between our limit (Pillow's MAX_IMAGE_PIXELS, about 89 megapixels) and twice it, Pillow only warns and
+    # would decode it (hundreds of MiB): our own check is all that refuses it.
+    width = 10_000
+    height = Image.MAX_IMAGE_PIXELS // width + 1
+    assert Image.MAX_IMAGE_PIXELS < width * height < 2 * Image.MAX_IMAGE_PIXELS
+    data = blank_1bit_png(width, height)
+    assert len(data) < settings.upload_max_bytes
+    response = upload(client, data)
+    assert response.status_code == 413, response.text
+    assert f"{width}×{height} pixels" in response.json()["detail"]
+    assert stored_files(settings) == []
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_the_pixel_limit_is_exact(client, settings, monkeypatch):
+    # The limit follows Pillow's setting; a small one keeps both images small.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64)
+    assert upload(client, png_bytes(make_image(64, 64))).status_code == 201
+    over = upload(client, png_bytes(make_image(65, 64)))  # 4,160 pixels: Pillow would only warn
+    assert over.status_code == 413, over.text
+    assert "65×64 pixels, more than the 4,096 pixels allowed" in over.json()["detail"]
+    assert len(stored_files(settings)) == 2  # the first image and its thumbnail
 
 
 def test_wrong_requests_get_clear_errors(client):

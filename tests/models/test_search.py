@@ -82,7 +82,8 @@ def test_search_errors(client: TestClient, tmp_path: Path) -> None:
 def test_search_roots_restrict_where_search_and_import_look(tmp_path: Path) -> None:
     allowed = tmp_path / "allowed"
     forbidden = tmp_path / "forbidden"
-    for folder in (allowed, forbidden):
+    beside = tmp_path / "allowed-evil"  # starts with the allowed folder's name, and is another folder
+    for folder in (allowed, forbidden, beside):
         folder.mkdir()
         (folder / "m.safetensors").write_bytes(b"x")
     os.symlink(forbidden, allowed / "sneaky")  # a link out of an allowed root does not escape
@@ -90,11 +91,12 @@ def test_search_roots_restrict_where_search_and_import_look(tmp_path: Path) -> N
     with TestClient(build_app(settings), base_url=BASE_URL) as client:
         ok = client.get(f"{API}/search", params={"search_path": str(allowed)})
         assert ok.status_code == 200 and str(allowed / "m.safetensors") in ok.json()
-        for path in (forbidden, allowed / "sneaky", Path("/")):
+        for path in (forbidden, beside, allowed / "sneaky", Path("/")):
             refused = client.get(f"{API}/search", params={"search_path": str(path)})
             assert refused.status_code == 403, path
             assert "search_roots" in refused.json()["detail"]
-        imported = client.post(f"{API}/import", json={"location": str(forbidden / "m.safetensors")})
-        assert imported.status_code == 403
+        for folder in (forbidden, beside):
+            imported = client.post(f"{API}/import", json={"location": str(folder / "m.safetensors")})
+            assert imported.status_code == 403, folder
         # The root itself is always allowed.
         assert client.get(f"{API}/search", params={"search_path": str(settings.root_path)}).status_code == 200

@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before diffusers/huggingface_hub read it
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -250,9 +251,15 @@ def test_ckpt_with_code_is_refused_without_running_it(models: dict[str, Path], t
     state_dict = torch.load(models["ckpt"], weights_only=True)["state_dict"]
     torch.save({"state_dict": state_dict, "payload": _TouchOnUnpickle(marker)}, evil)
     config_dir = diffusers_config_dir(models["ckpt"], models["cache"])
-    with pytest.raises(Exception):  # noqa: B017 - diffusers wraps the UnpicklingError in OSError/ValueError
+    # diffusers reports the weights-only refusal as an OSError; torch's UnpicklingError is in its chain.
+    with pytest.raises(OSError, match="Unable to load weights from checkpoint file") as refused:
         load_pipeline_from_single_file(evil, None, config_dir, None)
-    with pytest.raises(Exception):  # noqa: B017
+    chain, error = [], refused.value.__context__
+    while error is not None:
+        chain.append(error)
+        error = error.__context__
+    assert any(isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e) for e in chain), chain
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         diffusers_config_dir(evil, tmp_path / "cache")
     assert not marker.exists(), "loading a .ckpt ran code from its pickle"
 

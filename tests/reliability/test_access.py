@@ -9,7 +9,9 @@ file), plus /ws and /openapi.json itself:
 - a cross-origin browser request that changes state, and a cross-origin WebSocket, are refused (403), and
   nothing changes;
 - with `search_roots` set, /models/search, import, add, PATCH, a legacy config, and convert and merge
-  destinations reach inside the root and those folders only, symlinks included (allowed and refused both).
+  destinations reach inside the root and those folders only, symlinks included (allowed and refused both),
+  and a sibling whose name merely starts with an allowed folder's (`library-evil` beside `library`) is outside;
+  deleting a model's files is refused outside the models folder, `models-evil` beside it included.
 The checks themselves have their own unit tests in tests/http/test_security.py and tests/models/test_search.py.
 """
 
@@ -167,9 +169,11 @@ def test_a_cross_origin_websocket_is_refused(live_server) -> None:
 
 @pytest.fixture
 def fenced(tmp_path: Path, tiny_model_files) -> Iterator[tuple[TestClient, Path, Path]]:
-    """A server whose `search_roots` is one library folder outside its root; another folder is off limits.
+    """A server whose `search_roots` is one library folder outside its root; its sibling `library-evil`, whose
+    name starts with the allowed folder's, is off limits (`/x/library` does not allow `/x/library-evil`).
     Both hold the tiny model as a checkpoint and as two diffusers folders, and a legacy config."""
-    allowed, forbidden = tmp_path / "library", tmp_path / "forbidden"
+    allowed, forbidden = tmp_path / "library", tmp_path / "library-evil"
+    assert str(forbidden).startswith(str(allowed))
     for folder in (allowed, forbidden):
         folder.mkdir()
         shutil.copyfile(tiny_model_files["checkpoint"], folder / "ckpt.safetensors")
@@ -216,10 +220,12 @@ def test_search_and_import_reach_the_root_and_search_roots_only(fenced) -> None:
         str(allowed / "two"),
     ]
     assert client.get("/api/v1/models/search", params={"search_path": str(root)}).status_code == 200
-    for path in (forbidden, allowed / ".." / "forbidden", allowed.parent, Path("/"), Path("/etc")):
+    outside = (forbidden, forbidden / "one", allowed / ".." / forbidden.name, allowed.parent, Path("/"), Path("/etc"))
+    for path in outside:
         _refused(client.get("/api/v1/models/search", params={"search_path": str(path)}), "search_path")
     _refused(client.post("/api/v1/models/import", json={"location": str(forbidden / "ckpt.safetensors")}), "location")
-    _refused(client.post("/api/v1/models/import", json={"location": "../forbidden/ckpt.safetensors"}), "location")
+    relative = f"../{forbidden.name}/ckpt.safetensors"
+    _refused(client.post("/api/v1/models/import", json={"location": relative}), "location")
     imported = client.post("/api/v1/models/import", json={"location": str(allowed / "ckpt.safetensors")})
     assert imported.status_code == 201, imported.text
     assert imported.json()["path"] == str(allowed / "ckpt.safetensors")
@@ -228,7 +234,7 @@ def test_search_and_import_reach_the_root_and_search_roots_only(fenced) -> None:
 def test_add_and_patch_register_files_in_the_root_and_search_roots_only(fenced) -> None:
     client, allowed, forbidden = fenced
     _refused(client.post("/api/v1/models/add", json=_model("far", forbidden / "one")), "path")
-    _refused(client.post("/api/v1/models/add", json=_model("far", Path("../forbidden/one"))), "path")
+    _refused(client.post("/api/v1/models/add", json=_model("far", Path(f"../{forbidden.name}/one"))), "path")
     added = client.post("/api/v1/models/add", json=_model("near", allowed / "one"))
     assert added.status_code == 201, added.text
     moved = client.patch("/api/v1/models/sd-1/main/near", json=_model("near", forbidden / "two"))
@@ -272,8 +278,22 @@ def test_deleting_a_model_deletes_files_in_the_models_folder_only(fenced) -> Non
     client, allowed, _ = fenced
     assert client.post("/api/v1/models/add", json=_model("near", allowed / "one")).status_code == 201
     response = client.delete("/api/v1/models/sd-1/main/near", params={"delete_files": "true"})
-    assert response.status_code in (204, 403), response.text
+    assert response.status_code == 403, response.text
     assert (allowed / "one" / "model_index.json").is_file()
+    # Inside the root (so it may be registered) but beside the models folder, under a name that starts with its.
+    models = client.app.state.settings.models_dir
+    beside = models.parent / f"{models.name}-evil" / "one"
+    shutil.copytree(allowed / "two", beside)
+    assert client.post("/api/v1/models/add", json=_model("beside", beside)).status_code == 201
+    response = client.delete("/api/v1/models/sd-1/main/beside", params={"delete_files": "true"})
+    assert response.status_code == 403, response.text
+    assert (beside / "model_index.json").is_file()
+    # Inside the models folder the files go.
+    owned = models / "main" / "owned"
+    shutil.copytree(allowed / "two", owned)
+    assert client.post("/api/v1/models/add", json=_model("owned", owned)).status_code == 201
+    assert client.delete("/api/v1/models/sd-1/main/owned", params={"delete_files": "true"}).status_code == 204
+    assert not owned.exists()
 
 
 def test_symlinks_do_not_lead_search_or_sync_out_of_the_allowed_folders(fenced) -> None:

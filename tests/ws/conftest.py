@@ -13,15 +13,13 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-import uvicorn
 from websockets.client import ClientProtocol
 from websockets.frames import Opcode
 from websockets.http11 import Response
 from websockets.sync.client import ClientConnection
 from websockets.uri import parse_uri
 
-from server.app import build_app
-from server.cli import uvicorn_config
+from server.cli import make_server
 from server.config import Settings
 from server.events import Event
 from server.ws.hub import EventHub
@@ -184,13 +182,13 @@ def generation_server(settings: Settings, tiny_model_files) -> Iterator[tuple[Li
 
 
 def start_server_with_heartbeat(settings: Settings) -> LiveServer:
-    """Like `start_live_server`, with uvicorn configured exactly as `imagegraph serve` configures it (keep-alive
-    pings included)."""
+    """Like `start_live_server`, with the very server `imagegraph serve` runs (`cli.make_server`: its uvicorn
+    configuration, keep-alive pings included)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     settings = Settings(**{**{f: getattr(settings, f) for f in settings.__struct_fields__}, "port": port})
-    server = uvicorn.Server(uvicorn_config(settings, build_app(settings)))
+    server = make_server(settings)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_until(lambda: server.started or not thread.is_alive(), what="server start")

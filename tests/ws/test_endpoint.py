@@ -10,6 +10,7 @@ import pytest
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from server.cli import make_server
 from server.config import Settings
 from server.events import GeneratorProgress, ImageDeleted, ProgressImage, SessionComplete, SessionStarted
 from tests.conftest import start_live_server
@@ -292,6 +293,12 @@ def test_a_peer_that_stops_answering_pings_is_dropped(settings, raw_clients):
             assert len(hub.subscribers) == 1
     finally:
         live.stop()
+
+
+def test_serve_pings_every_peer_at_the_heartbeat_setting(tmp_path):
+    # The server `imagegraph serve` runs; the test above watches the pings drop a silent peer on that server.
+    config = make_server(Settings(root=str(tmp_path / "root"), watch=False, ws_heartbeat_s=7.5)).config
+    assert (config.ws_ping_interval, config.ws_ping_timeout) == (7.5, 7.5)
 
 
 def test_a_client_that_sends_nothing_still_gets_events_for_everyone(live_server):
