@@ -57,7 +57,9 @@ def main() -> None:
             client.app.state.services.events.add_listener(on_event)
 
             def run(lora: dict | None) -> float:
-                graph = txt2img_graph(model, "a lighthouse", seed=1, width=args.size, height=args.size, steps=args.steps)
+                graph = txt2img_graph(
+                    model, "a lighthouse", seed=1, width=args.size, height=args.size, steps=args.steps
+                )
                 if lora is not None:
                     graph["nodes"]["lora"] = {"id": "lora", "type": "lora_loader", "lora": lora, "weight": 0.7}
                     for edge in graph["edges"]:
@@ -65,7 +67,10 @@ def main() -> None:
                             edge["source"]["node_id"] = "lora"
                     for field in ("unet", "clip"):
                         graph["edges"].append(
-                            {"source": {"node_id": "model", "field": field}, "destination": {"node_id": "lora", "field": field}}
+                            {
+                                "source": {"node_id": "model", "field": field},
+                                "destination": {"node_id": "lora", "field": field},
+                            }
                         )
                 start = time.perf_counter()
                 session_id = client.post("/api/v1/sessions/", json=graph).json()["id"]
