@@ -54,7 +54,7 @@ def test_every_route_answers_as_its_openapi_document_says(tmp_path: Path, tiny_m
         refused = run_fuzzer(
             live.url,
             fuzzed,
-            tmp_path / "fuzz-a1111",
+            tmp_path / "fuzz" / "a1111",
             max_examples=MAX_EXAMPLES // 2,
             seed=SEED,
             extra_args=("--include-path-regex", GENERATING, "--mode", "negative", "--phases", "coverage,fuzzing"),
