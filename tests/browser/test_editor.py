@@ -163,7 +163,7 @@ def test_build_the_standard_graph_from_an_empty_canvas_and_run_it(ui: Ui, server
         "model": add_from_menu(ui, "main_model_loader", "main model", 20, 240),
         "pos": add_from_menu(ui, "compel", "compel", 300, 10),
         "neg": add_from_menu(ui, "compel", "prompt", 300, 220),
-        "noise": add_from_menu(ui, "noise", "noise", 300, 430),
+        "noise": add_from_menu(ui, "noise", "noise", 300, 520),
         "denoise": add_from_menu(ui, "denoise_latents", "denoise", 580, 10),
         "decode": add_from_menu(ui, "l2i", "latents to image", 860, 10),
         "meta": add_from_menu(ui, "metadata_accumulator", "metadata", 860, 270),
