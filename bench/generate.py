@@ -66,31 +66,9 @@ def write_model(folder: Path, full_size: bool) -> Path:
         from server.models.tiny import write_tiny_model
 
         return write_tiny_model(folder / "tiny", "diffusers")
+    from server.models.fullsize import write_full_size_model
+
     return write_full_size_model(folder / "sd15-random")
-
-
-def write_full_size_model(out: Path) -> Path:
-    """SD-1.5's architecture with random weights (fp16 on disk), from the configs the server ships."""
-    import shutil
-
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from server.models.shipped import config_dir
-
-    configs = config_dir("sd-1", out.parent / ".configs")
-    assert configs is not None
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet"))
-    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae"))
-    text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(configs / "text_encoder"))
-    for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
-        module.to(torch.float16).save_pretrained(out / name)
-    for name in ("tokenizer", "scheduler"):
-        shutil.copytree(configs / name, out / name)
-    shutil.copy(configs / "model_index.json", out / "model_index.json")
-    return out
 
 
 # -- diffusers in-process -----------------------------------------------------------------------------
@@ -243,7 +221,7 @@ class Server:
         if not path.is_file():
             raise RuntimeError(f"{path} is not on disk")
         elapsed = time.perf_counter() - start
-        return elapsed, (progress[-1] - progress[0]) / (len(progress) - 1), path
+        return elapsed, (progress[-1] - progress[0]) / max(1, len(progress) - 1), path
 
     def stop(self) -> None:
         self.http.close()

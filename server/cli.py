@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("--format", choices=["diffusers", "checkpoint", "ckpt"], default="diffusers")
     tiny.add_argument("--base", choices=["sd-1", "sd-2", "sdxl", "sdxl-refiner"], default="sd-1")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument(
+        "--full-size",
+        action="store_true",
+        help="random weights in the real architecture (sd-1: SD-1.5, ~2 GB; sdxl: ~7 GB), a diffusers folder",
+    )
     return parser
 
 
@@ -151,6 +156,14 @@ def _serve_forever(settings: Settings, sock: socket.socket) -> None:
 
 
 def _make_tiny_model(args: argparse.Namespace) -> int:
+    if args.full_size:
+        from server.models.fullsize import FULL_SIZE_BASES, write_full_size_model
+
+        if args.base not in FULL_SIZE_BASES or args.format != "diffusers":
+            print(f"--full-size writes a diffusers folder of {' or '.join(FULL_SIZE_BASES)}", file=sys.stderr)
+            return 2
+        print(write_full_size_model(args.out, args.base, seed=args.seed))
+        return 0
     from server.models.tiny import write_tiny_model
 
     path = write_tiny_model(args.out, args.format, seed=args.seed, base=args.base)

@@ -13,6 +13,7 @@ import msgspec
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 
 ENV_PREFIX = "IMAGEGRAPH_"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -37,8 +38,26 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    # Bytes of loaded model weights kept in memory (LRU).
-    model_cache_bytes: NonNegativeInt = 6 * 1024**3
+    # GiB of loaded model weights kept in RAM (least recently used leave first); 0 keeps only what runs.
+    ram_cache_gb: NonNegativeFloat = 6.0
+    # The older name of the same limit, in bytes; when set it wins over ram_cache_gb.
+    model_cache_bytes: NonNegativeInt | None = None
+    # GiB of cached weights kept on the GPU; the rest wait in RAM and move back when used, without a read
+    # from disk. None: what the card has, less room for the activations. Ignored on the CPU.
+    vram_cache_gb: NonNegativeFloat | None = None
+    # `sdpa`: PyTorch's scaled-dot-product attention (diffusers' default); `sliced`: a slice at a time, for
+    # little memory, slower.
+    attention: Literal["sdpa", "sliced"] = "sdpa"
+    # Decode (and encode) big images in tiles; `auto` above VAE_TILING_AUTO_PIXELS, where a whole decode would
+    # need several GiB for its activations. Tiles change pixels slightly, so smaller images stay whole.
+    vae_tiling: Literal["auto", "on", "off"] = "auto"
+    # `model`: every model waits in RAM and only what the running node uses sits on the GPU (diffusers'
+    # enable_model_cpu_offload), for 4–8 GB cards.
+    offload: Literal["none", "model"] = "none"
+    # `unet`: torch.compile the UNet; the first run at a size compiles (slow), later runs at it are faster.
+    compile: Literal["off", "unet"] = "off"
+    # Keep the UNet's activations in channels-last memory order (faster convolutions on recent GPUs).
+    channels_last: bool = False
     # Node outputs kept for reuse across sessions (LRU, entries).
     node_cache_entries: NonNegativeInt = 256
     # Hot image and thumbnail files served from memory (bytes).
@@ -52,6 +71,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Where /models/search and imports by path may look; empty means anywhere on this machine.
     search_roots: list[str] = []
     watch: bool = True
+
+    @property
+    def ram_cache_bytes(self) -> int:
+        if self.model_cache_bytes is not None:
+            return self.model_cache_bytes
+        return int(self.ram_cache_gb * 1024**3)
 
     @property
     def root_path(self) -> Path:

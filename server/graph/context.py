@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# Above this many pixels `vae_tiling: auto` tiles: a whole SD VAE decode at 2048² needs ~10 GiB of activations,
+# while 1536² and below (SDXL's sizes, a 1.5× hires pass) decode whole and keep the pipelines' exact pixels.
+VAE_TILING_AUTO_PIXELS = 1536 * 1536
+
 
 class Canceled(Exception):
     """Raised inside a node when its session was canceled; the executor marks the session `canceled`."""
@@ -93,6 +97,17 @@ class InvocationContext:
     def registered(self, model_type: str, base_models: Sequence[str]) -> list[ModelConfig]:
         """The registered models of a type and bases (the embeddings a prompt may name, say)."""
         return self.services.loader.models.list_models(list(base_models), model_type)
+
+    def unet_runner(self, unet: Any) -> Any:
+        """What runs the UNet's forward pass: the module, or its torch.compile'd form (`compile: unet`)."""
+        if self.services.settings.compile == "unet":
+            return self.services.loader.compiled_unet(unet)
+        return unet
+
+    def vae_tiled(self, width: int, height: int) -> bool:
+        """Whether the VAE works on an image of this size in tiles (the `vae_tiling` setting)."""
+        setting = self.services.settings.vae_tiling
+        return setting == "on" or (setting == "auto" and width * height > VAE_TILING_AUTO_PIXELS)
 
     @property
     def device(self) -> Any:

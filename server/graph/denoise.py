@@ -282,21 +282,25 @@ def _same_length(positive: TextConditioning, negative: TextConditioning) -> tupl
     return (longer.embeds, padded) if longer is positive else (padded, longer.embeds)
 
 
-def decode_latents(vae: Any, latents: Any) -> Any:
-    """Latents → a PIL image, with the pipeline's own post-processing so pixels match it exactly."""
+def decode_latents(vae: Any, latents: Any, tiled: bool = False) -> Any:
+    """Latents → a PIL image, with the pipeline's own post-processing so pixels match it exactly. `tiled`
+    decodes overlapping tiles and blends them (diffusers' tiled VAE): memory bounded by a tile, pixels close to
+    the whole decode but not equal."""
     import torch
     from diffusers.image_processor import VaeImageProcessor
 
+    scaled = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
     with torch.inference_mode():
-        decoded = vae.decode(latents.to(vae.device, vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        decoded = (vae.tiled_decode if tiled else vae.decode)(scaled, return_dict=False)[0]
     return VaeImageProcessor(vae_scale_factor=LATENT_SCALE).postprocess(decoded, output_type="pil")[0]
 
 
-def encode_image(vae: Any, image: Any) -> Any:
+def encode_image(vae: Any, image: Any, tiled: bool = False) -> Any:
     """A PIL image → latents: the distribution's mean (no sampling), so one image always gives one result."""
     import torch
     from diffusers.image_processor import VaeImageProcessor
 
     pixels = VaeImageProcessor(vae_scale_factor=LATENT_SCALE).preprocess(image.convert("RGB"))
     with torch.inference_mode():
-        return vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
+        encoded = (vae.tiled_encode if tiled else vae.encode)(pixels.to(vae.device, vae.dtype))
+        return encoded.latent_dist.mode() * vae.config.scaling_factor

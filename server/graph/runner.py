@@ -229,7 +229,7 @@ class SessionRun:
         )
         loop = asyncio.get_running_loop()
         try:
-            output = await loop.run_in_executor(self.pool, resolved.invoke, ctx)
+            output = await loop.run_in_executor(self.pool, self._run_node, resolved, ctx)
         except Canceled:
             raise
         except Exception as exc:
@@ -238,6 +238,11 @@ class SessionRun:
             self.cache.put(key, output, ctx.produced)
         self._record(node, prepared, output, cached=False)
         return _Execution(context=context, node_id=prepared, output=output)
+
+    def _run_node(self, node: Node, ctx: InvocationContext) -> Output:
+        # On the worker thread: the models the previous node used may move off the GPU from here on.
+        self.services.loader.begin_node()
+        return node.invoke(ctx)
 
     def _resolve(self, node: Node, inputs: dict[str, Any]) -> Node:
         """The node with its wired inputs filled in, checked against its declared types and limits."""

@@ -10,12 +10,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server import __version__
+from server.graph.context import VAE_TILING_AUTO_PIXELS
 from server.graph.graph import Graph
 from server.graph.schedulers import SCHEDULER_NAMES
 from server.graph.standard import GenerationSettings, SettingsProblem, build_graph
 from server.http.errors import ApiError, ErrorItem
 from server.http.io import json_response, operation
 from server.http.state import services
+from server.models.loader import CacheState, ModelLoader
 
 _HEALTH_BODY = b'{"status":"ok"}'
 
@@ -37,11 +39,30 @@ class Folders(msgspec.Struct):
     databases: str
 
 
+class MemorySettings(msgspec.Struct, kw_only=True):
+    """How generation uses the device and memory: the settings, and what `auto` became once torch ran."""
+
+    # The setting (`auto`, `float16`...) and the dtype in use (null until the first generation loads torch).
+    precision: str
+    dtype: str | None
+    attention: str
+    vae_tiling: str
+    # `vae_tiling: auto` tiles images with more pixels than this.
+    vae_tiling_above_pixels: int
+    ram_cache_bytes: int
+    # Null on the CPU, and before the first generation on a GPU (its size is not known yet).
+    vram_cache_bytes: int | None
+    offload: str
+    compile: str
+    channels_last: bool
+
+
 class AppConfig(msgspec.Struct, kw_only=True):
     version: str
     schedulers: list[str]
     device: str
     precision: str
+    generation: MemorySettings
     folders: Folders
     token_required: bool
     upload_max_bytes: int
@@ -74,6 +95,7 @@ async def app_config(request: Request) -> Response:
             schedulers=list(SCHEDULER_NAMES),
             device=svc.executor.device_name,
             precision=settings.precision,
+            generation=memory_settings(svc.executor.loader),
             folders=Folders(
                 models=rel(settings.models_dir),
                 autoimport=rel(settings.autoimport_dir),
@@ -87,6 +109,31 @@ async def app_config(request: Request) -> Response:
             models_yaml_error=svc.models.yaml_error,
         )
     )
+
+
+def memory_settings(loader: ModelLoader) -> MemorySettings:
+    settings = loader.settings
+    return MemorySettings(
+        precision=settings.precision,
+        dtype=str(loader.dtype).removeprefix("torch.") if loader.dtype is not None else None,
+        attention=settings.attention,
+        vae_tiling=settings.vae_tiling,
+        vae_tiling_above_pixels=VAE_TILING_AUTO_PIXELS,
+        ram_cache_bytes=loader.limit_bytes,
+        vram_cache_bytes=loader.vram_limit_bytes,
+        offload=settings.offload,
+        compile=settings.compile,
+        channels_last=settings.channels_last,
+    )
+
+
+@operation(
+    "What the model cache holds: each part's size and device, bytes per tier against its limit",
+    tags=("app",),
+    responses={200: CacheState},
+)
+async def memory(request: Request) -> Response:
+    return json_response(services(request).executor.loader.state())
 
 
 @operation(
@@ -106,5 +153,6 @@ async def standard_graph(request: Request, *, body: GenerationSettings) -> Respo
 routes = [
     Route("/app/version", version, methods=["GET"]),
     Route("/app/config", app_config, methods=["GET"]),
+    Route("/app/memory", memory, methods=["GET"]),
     Route("/app/graph", standard_graph, methods=["POST"]),
 ]

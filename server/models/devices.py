@@ -47,9 +47,22 @@ def resolve_device(setting: str, precision: str) -> tuple[Any, Any]:
     else:
         name = setting
     device = torch.device(name)
-    if precision == "auto":
-        # fp16 where it is fast and well supported; fp32 on CPU (fp16 is slow there) and on MPS (some ops lack it).
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-    else:
-        dtype = getattr(torch, _DTYPES[precision])
-    return device, dtype
+    return device, auto_dtype(device) if precision == "auto" else getattr(torch, _DTYPES[precision])
+
+
+def auto_dtype(device: Any) -> Any:
+    """fp16 where it is fast and safe; on CUDA cards whose fp16 gives NaN (black images) in SD, bf16 where the
+    card has it, else fp32; fp32 on the CPU (fp16 is slow there) and on MPS (some ops lack it)."""
+    import torch
+
+    if device.type != "cuda":
+        return torch.float32
+    if fp16_unsafe(torch.cuda.get_device_name(device)):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.float16
+
+
+def fp16_unsafe(device_name: str) -> bool:
+    """The GTX 16xx cards (Turing without tensor cores), which A1111 users run with `--no-half` because SD's
+    fp16 UNet and VAE give NaN there."""
+    return re.search(r"\bGTX 16\d\d\b", device_name) is not None

@@ -84,7 +84,7 @@ class DenoiseLatentsNode(Node, tag="denoise_latents", kw_only=True):
         try:
             with adapters.active(unet, "unet", loras, sdxl=sdxl), seamless.tiled(unet, self.unet.seamless_axes):
                 latents = denoise(
-                    unet=unet,
+                    unet=ctx.unet_runner(unet),
                     scheduler=scheduler,
                     positive=positive,
                     negative=negative,

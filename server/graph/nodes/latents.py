@@ -79,7 +79,9 @@ class LatentsToImageNode(Node, tag="l2i", kw_only=True):
         latents = ctx.get_tensor(self.latents.latents_name)
         vae = ctx.load_model(self.vae.model, "vae")
         with seamless.tiled(vae, self.vae.seamless_axes):
-            image = decode_latents(vae, latents)
+            image = decode_latents(
+                vae, latents, tiled=ctx.vae_tiled(latents.shape[-1] * LATENT_SCALE, latents.shape[-2] * LATENT_SCALE)
+            )
         ctx.check_canceled()
         metadata = msgspec.json.encode(self.metadata).decode() if self.metadata is not None else None
         dto = ctx.save_image(
@@ -106,7 +108,7 @@ class ImageToLatentsNode(Node, tag="i2l", kw_only=True):
             raise NodeError(f"image {self.image.image_name} is smaller than {LATENT_SCALE}×{LATENT_SCALE} pixels")
         vae = ctx.load_model(self.vae.model, "vae")
         with seamless.tiled(vae, self.vae.seamless_axes):
-            latents = encode_image(vae, image)
+            latents = encode_image(vae, image, tiled=ctx.vae_tiled(image.width, image.height))
         name = ctx.put_tensor("latents", latents)
         height, width = latents.shape[-2] * LATENT_SCALE, latents.shape[-1] * LATENT_SCALE
         return LatentsOutput(latents=LatentsField(latents_name=name), width=width, height=height)
