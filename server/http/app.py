@@ -17,7 +17,8 @@ from server.graph.standard import GenerationSettings, SettingsProblem, build_gra
 from server.http.errors import ApiError, ErrorItem
 from server.http.io import json_response, operation
 from server.http.state import services
-from server.models.loader import CacheState, ModelLoader
+from server.models.loader import ModelLoader
+from server.models.model_cache import CacheState
 
 _HEALTH_BODY = b'{"status":"ok"}'
 
@@ -119,8 +120,8 @@ def memory_settings(loader: ModelLoader) -> MemorySettings:
         attention=settings.attention,
         vae_tiling=settings.vae_tiling,
         vae_tiling_above_pixels=VAE_TILING_AUTO_PIXELS,
-        ram_cache_bytes=loader.limit_bytes,
-        vram_cache_bytes=loader.vram_limit_bytes,
+        ram_cache_bytes=loader.cache.ram_limit_bytes,
+        vram_cache_bytes=loader.cache.vram_limit_bytes,
         offload=settings.offload,
         compile=settings.compile,
         channels_last=settings.channels_last,

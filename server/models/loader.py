@@ -1,10 +1,5 @@
-"""Loads the parts of a main model for generation and keeps them in an LRU cache bounded in bytes.
-
-On a GPU the cache has two tiers: parts on the device (at most `vram_cache_gb`) and parts waiting in RAM (at
-most `ram_cache_gb`). The least recently used part on the device moves to RAM when room is needed, and back
-when a node uses it again, without a read from disk; parts the current node uses never move. With
-`offload: model` the device keeps only the current node's parts (diffusers' model CPU offload). On the CPU
-there is one tier, RAM.
+"""Loads the parts of a main model for generation and keeps them in the model cache (server/models/model_cache.py:
+least recently used first, bounded in bytes, with a GPU tier and a RAM tier).
 
 Parts (`unet`, `text_encoder`, `tokenizer`, SDXL's `text_encoder_2` and `tokenizer_2`, `vae`, `scheduler`)
 are loaded on first use from the model catalogue's records: a diffusers folder part by part, a single-file checkpoint whole (one read of the file
@@ -13,18 +8,10 @@ Called from the executor's worker thread only: loading is torch work."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import gc
 import json
 import logging
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-import msgspec
+from typing import TYPE_CHECKING, Any
 
 from server.config import Settings
 from server.events import Emit, ModelLoadCompleted, ModelLoadStarted
@@ -33,6 +20,7 @@ from server.models.adapters import AdapterError, read_lora
 from server.models.devices import resolve_device
 from server.models.embeddings import EmbeddingError, read_embedding
 from server.models.libraries import quiet_ml_libraries
+from server.models.model_cache import CacheState, ModelCache, estimated_bytes
 from server.models.schema import ModelConfig, ModelIdentifier
 from server.models.weights import UnreadableWeights
 
@@ -54,71 +42,23 @@ class ModelLoadError(Exception):
 VRAM_HEADROOM_BYTES = 2 * 1024**3
 
 
-@dataclass
-class _Entry:
-    value: Any
-    size: int
-    # Whether the weights sit on the accelerator (the device tier) rather than in RAM.
-    on_device: bool = False
-
-
-class CacheTier(msgspec.Struct, kw_only=True):
-    bytes: int
-    limit_bytes: int | None
-    parts: int
-
-
-class CachedPart(msgspec.Struct, kw_only=True):
-    model: str
-    submodel: str
-    bytes: int
-    device: str
-    # `vram`: counted against vram_cache_gb (on the accelerator); `ram`: waiting in RAM.
-    tier: Literal["ram", "vram"]
-
-
-class CacheState(msgspec.Struct, kw_only=True):
-    """What the model cache holds, for `/api/v1/app/memory`."""
-
-    device: str | None
-    ram: CacheTier
-    vram: CacheTier | None
-    parts: list[CachedPart]
-    loads: int
-    hits: int
-    moves_to_ram: int
-    moves_to_device: int
-
-
 class ModelLoader:
     def __init__(self, models: ModelCatalogue, settings: Settings, emit: Emit) -> None:
         self.models = models
         self.settings = settings
         self.emit = emit
-        self.limit_bytes = settings.ram_cache_bytes
-        # Set once the device is known: None on the CPU, where there is no second tier.
-        self.vram_limit_bytes: int | None = None
-        self._cache: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
-        self._lock = threading.Lock()
-        # Bytes in RAM (every part on the CPU) and on the accelerator.
-        self.total_bytes = 0
-        self.device_bytes = 0
-        # The keys the running node loaded: they stay where they are until the next node starts.
-        self._in_use: set[tuple[Any, ...]] = set()
-        # Counters for tests and benchmarks: parts read from disk, parts served from the cache, tier moves.
+        self.cache = ModelCache(settings.ram_cache_bytes)
+        # Counters for tests and benchmarks: parts read from disk, and parts served from the cache.
         self.loads = 0
         self.hits = 0
-        self.moves_to_ram = 0
-        self.moves_to_device = 0
         self.device: Any = None
         self.dtype: Any = None
-        self._evicted = False
 
     def ensure_device(self) -> None:
         if self.device is None:
             quiet_ml_libraries()
             self.device, self.dtype = resolve_device(self.settings.device, self.settings.precision)
-            self.vram_limit_bytes = self._vram_limit()
+            self.cache.use_device(self.device, self._vram_limit())
             log.info(
                 "generation runs on %s (%s, attention %s%s%s)",
                 self.device,
@@ -144,56 +84,18 @@ class ModelLoader:
 
     def begin_node(self) -> None:
         """A node starts on the worker thread: what the previous one used may now move or leave."""
-        with self._lock:
-            self._in_use.clear()
-            evicted, self._evicted = self._evicted, False
-        if evicted:
-            # Weights dropped from the cache are freed by now (the node that used them is done); hand the
-            # pages back to the system, or the process keeps the peak of every model it ever held.
-            gc.collect()
-            release_freed_memory()
+        self.cache.begin_node()
 
     def cached_parts(self) -> list[tuple[str, str]]:
-        with self._lock:
-            return [(key[0], key[1]) for key in self._cache]
+        return [(key[0], key[1]) for key in self.cache.cached_keys()]
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of cached weights in RAM (all of them on the CPU)."""
+        return self.cache.ram_bytes
 
     def state(self) -> CacheState:
-        with self._lock:
-            entries = list(self._cache.items())
-            ram = CacheTier(
-                bytes=self.total_bytes,
-                limit_bytes=self.limit_bytes,
-                parts=sum(1 for _, entry in entries if not entry.on_device),
-            )
-            vram = (
-                None
-                if self.vram_limit_bytes is None and not self.device_bytes
-                else CacheTier(
-                    bytes=self.device_bytes,
-                    limit_bytes=self.vram_limit_bytes,
-                    parts=sum(1 for _, entry in entries if entry.on_device),
-                )
-            )
-        device = str(self.device) if self.device is not None else None
-        return CacheState(
-            device=device,
-            ram=ram,
-            vram=vram,
-            parts=[
-                CachedPart(
-                    model=key[0],
-                    submodel=key[1],
-                    bytes=entry.size,
-                    device=device if entry.on_device and device else "cpu",
-                    tier="vram" if entry.on_device else "ram",
-                )
-                for key, entry in entries
-            ],
-            loads=self.loads,
-            hits=self.hits,
-            moves_to_ram=self.moves_to_ram,
-            moves_to_device=self.moves_to_device,
-        )
+        return self.cache.state(self.loads, self.hits)
 
     def compiled_unet(self, unet: Any) -> Any:
         """The UNet under torch.compile, made once per module; torch caches a compiled graph per input shape,
@@ -219,29 +121,25 @@ class ModelLoader:
         config = self._config(model)
         path = self._absolute_path(config)
         key = self._key(model, submodel, path)
-        with self._lock:
-            entry = self._cache.get(key)
-            if entry is not None:
-                self._cache.move_to_end(key)
-                self.hits += 1
-                self._in_use.add(key)
-                if not entry.on_device and self._tiered(entry.value):
-                    self._to_device(entry)
-                self._fit()
-                return entry.value
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.hits += 1
+            return cached
         self.emit(ModelLoadStarted(session_id=session_id, model=model, submodel=submodel))
-        self._make_room(_estimated_bytes(path, submodel if config.model_format == "diffusers" else None, self.dtype))
+        self.cache.make_room(
+            estimated_bytes(path, submodel if config.model_format == "diffusers" else None, self.dtype)
+        )
         try:
             if model.model_type != "main":
                 value = self._load_whole(config, path)
-                self._put(key, value)
+                self.cache.put(key, value)
             elif config.model_format == "diffusers":
                 value = self._load_diffusers_part(config, path, submodel)
-                self._put(key, value)
+                self.cache.put(key, value)
             else:
                 parts = self._load_checkpoint(config, path)
                 for name, part in parts.items():
-                    self._put(self._key(model, name, path), part)
+                    self.cache.put(self._key(model, name, path), part)
                 if submodel not in parts:
                     raise ModelLoadError(f"model {model.key} has no {submodel}")
                 value = parts[submodel]
@@ -282,87 +180,6 @@ class ModelLoader:
     def _key(model: ModelIdentifier, submodel: str, path: Path) -> tuple[Any, ...]:
         # The files' mtime is part of the key: a model replaced on disk is loaded afresh.
         return (model.key, submodel, str(path), path.stat().st_mtime_ns)
-
-    # cache
-
-    def _put(self, key: tuple[Any, ...], value: Any) -> None:
-        size = _size_bytes(value)
-        with self._lock:
-            old = self._cache.pop(key, None)
-            if old is not None:
-                self._count(old, -1)
-            entry = _Entry(value, size, on_device=self._tiered(value))
-            self._cache[key] = entry
-            self._count(entry, +1)
-            self._in_use.add(key)
-            self._fit()
-
-    def _make_room(self, incoming: int) -> None:
-        """Before a read from disk, let least recently used parts go (not the running node's) so the new one
-        fits: evicting only after it is in memory would hold both at once, the peak of two models."""
-        if incoming <= 0:
-            return
-        with self._lock:
-            on_device = self.vram_limit_bytes is not None
-            for key, entry in list(self._cache.items()):
-                if key in self._in_use or entry.on_device != on_device:
-                    continue
-                used = self.device_bytes if on_device else self.total_bytes
-                limit = self.vram_limit_bytes if on_device else self.limit_bytes
-                assert limit is not None
-                if used + incoming <= limit:
-                    break
-                if on_device:
-                    self._to_ram(entry)
-                else:
-                    del self._cache[key]
-                    self._count(entry, -1)
-                    self._evicted = True
-            self._fit()
-        if self._evicted:
-            gc.collect()
-            release_freed_memory()
-
-    def _count(self, entry: _Entry, sign: int) -> None:
-        if entry.on_device:
-            self.device_bytes += sign * entry.size
-        else:
-            self.total_bytes += sign * entry.size
-
-    def _tiered(self, value: Any) -> bool:
-        """Whether a cached value lives on the accelerator and may move between it and RAM."""
-        return self.vram_limit_bytes is not None and _is_module(value) and _size_bytes(value) > 0
-
-    def _fit(self) -> None:
-        """Least recently used first: parts over the device budget move to RAM (not those the running node
-        uses), parts over the RAM budget leave the cache (the newest stays even when it alone exceeds it)."""
-        if self.vram_limit_bytes is not None:
-            for key, entry in list(self._cache.items()):
-                if self.device_bytes <= self.vram_limit_bytes:
-                    break
-                if entry.on_device and key not in self._in_use:
-                    self._to_ram(entry)
-        for key, entry in list(self._cache.items()):
-            if self.total_bytes <= self.limit_bytes or len(self._cache) <= 1:
-                break
-            if not entry.on_device and key != next(reversed(self._cache)):
-                del self._cache[key]
-                self._count(entry, -1)
-                self._evicted = True
-
-    def _to_ram(self, entry: _Entry) -> None:
-        self._count(entry, -1)
-        entry.value.to("cpu")
-        entry.on_device = False
-        self._count(entry, +1)
-        self.moves_to_ram += 1
-
-    def _to_device(self, entry: _Entry) -> None:
-        self._count(entry, -1)
-        entry.value.to(self.device)
-        entry.on_device = True
-        self._count(entry, +1)
-        self.moves_to_device += 1
 
     # loading
 
@@ -515,54 +332,3 @@ def _fix_tokenizer(tokenizer: Any) -> Any:
     if tokenizer.model_max_length > 10_000:
         tokenizer.model_max_length = CLIP_MAX_LENGTH
     return tokenizer
-
-
-def _estimated_bytes(path: Path, submodel: str | None, dtype: Any) -> int:
-    """What a part will take in memory once loaded, from its safetensors headers (a diffusers part's folder,
-    or a whole checkpoint file when `submodel` is None): floating tensors in `dtype`. 0 when unknown."""
-    from server.models.safetensors_io import HeaderError, read_header
-
-    if submodel is None:
-        files = [path] if path.suffix == ".safetensors" else []
-    else:
-        files = sorted((path / submodel).glob("*.safetensors")) if (path / submodel).is_dir() else []
-    target = dtype.itemsize if dtype is not None else 4
-    total = 0
-    for file in files:
-        try:
-            header = read_header(file)
-        except (OSError, HeaderError):
-            return 0
-        for info in header.tensors.values():
-            count = 1
-            for side in info.shape:
-                count *= side
-            floating = info.dtype in ("F16", "BF16", "F32", "F64")
-            total += count * (target if floating else (info.end - info.start) // max(count, 1))
-    return total
-
-
-def _is_module(value: Any) -> bool:
-    import torch
-
-    return isinstance(value, torch.nn.Module)
-
-
-def release_freed_memory() -> None:
-    """glibc keeps freed heap pages for reuse; malloc_trim returns them, so RSS falls after an eviction."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)
-
-
-def _size_bytes(value: Any) -> int:
-    parameters = getattr(value, "parameters", None)
-    if parameters is None:
-        return 0
-    total = sum(p.numel() * p.element_size() for p in value.parameters())
-    return total + sum(b.numel() * b.element_size() for b in value.buffers())

@@ -14,6 +14,7 @@ from PIL import Image
 
 from server.config import Settings
 from server.graph.context import InvocationContext, RunServices
+from server.models.model_cache import ModelCache
 from server.models.schema import ModelIdentifier
 from tests.graph.conftest import assert_same_pixels, generation_app, run_graph, t2i_graph
 
@@ -131,30 +132,30 @@ def test_a_device_tier_moves_the_least_recently_used_part_and_never_the_running_
         loader = loader_of(client)
         loader.ensure_device()
         unet_bytes = sum(t.numel() * t.element_size() for t in loader.load(TINY, "unet").parameters())
-        loader._cache.clear()
-        loader.total_bytes = loader.device_bytes = 0
-        loader.vram_limit_bytes = unet_bytes + 1  # room for the UNet alone
+        # A fresh cache whose device tier has room for the UNet alone.
+        cache = loader.cache = ModelCache(settings.ram_cache_bytes)
+        cache.use_device(loader.device, vram_limit_bytes=unet_bytes + 1)
         loader.begin_node()
         unet = loader.load(TINY, "unet")
         loader.load(TINY, "text_encoder")
         # Both belong to the running node: neither moves, though together they exceed the budget.
-        assert loader.moves_to_ram == 0 and loader.device_bytes > loader.vram_limit_bytes
+        assert cache.moves_to_ram == 0 and cache.device_bytes > cache.vram_limit_bytes
         loader.begin_node()
         loader.load(TINY, "vae")
         state = client.get("/api/v1/app/memory").json()
         # The UNet, least recently used, makes room for the VAE; the text encoder and the VAE fit beside each other.
         tiers = {part["submodel"]: part["tier"] for part in state["parts"]}
         assert tiers == {"unet": "ram", "text_encoder": "vram", "vae": "vram"}
-        assert loader.moves_to_ram == 1
-        assert state["vram"]["bytes"] == loader.device_bytes <= state["vram"]["limit_bytes"]
+        assert cache.moves_to_ram == 1
+        assert state["vram"]["bytes"] == cache.device_bytes <= state["vram"]["limit_bytes"]
         assert len(state["parts"]) == len(loader.cached_parts())  # moved, not evicted
         loads = loader.loads
         loader.begin_node()
         assert loader.load(TINY, "unet") is unet
-        assert loader.loads == loads and loader.moves_to_device == 1
+        assert loader.loads == loads and cache.moves_to_device == 1
         tiers = {part["submodel"]: part["tier"] for part in client.get("/api/v1/app/memory").json()["parts"]}
         # The budget holds the UNet alone, so both others wait in RAM now.
-        assert tiers == {"unet": "vram", "text_encoder": "ram", "vae": "ram"} and loader.moves_to_ram == 3
+        assert tiers == {"unet": "vram", "text_encoder": "ram", "vae": "ram"} and cache.moves_to_ram == 3
 
 
 def test_compile_unet_wraps_the_cached_unet_once(settings, tiny_model_files):
