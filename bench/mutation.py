@@ -26,7 +26,7 @@ Everything runs in a copy of the tree in a temporary folder, so an interrupted r
 behind. A hang counts as killed (a user notices); the per-mutant timeout is 3x the baseline time of the selected
 tests plus 20 s.
 
-Run:  .venv/bin/python bench/mutation.py                       # every module (about 45 min on 2 busy cores)
+Run:  .venv/bin/python bench/mutation.py                       # every module (hours on 2 busy cores: run --only)
       .venv/bin/python bench/mutation.py --only hub security   # modules whose path contains these words
       .venv/bin/python bench/mutation.py --only hub --survivors  # also print each survivor
       .venv/bin/python bench/mutation.py --json results.json
