@@ -36,19 +36,14 @@ class NodeCache:
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._entries: OrderedDict[str, CachedOutput] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key: str) -> CachedOutput | None:
         entry = self._entries.get(key)
-        if entry is None:
-            self.misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self.hits += 1
+        if entry is not None:
+            self._entries.move_to_end(key)
         return entry
 
     def put(self, key: str, output: Output, tensors: dict[str, Any]) -> None:
@@ -58,6 +53,3 @@ class NodeCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()

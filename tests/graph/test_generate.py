@@ -128,6 +128,18 @@ def test_with_no_room_for_models_a_cached_prompt_still_never_loads_the_text_enco
         assert "text_encoder" not in loads and "tokenizer" not in loads
 
 
+def test_node_cache_entries_is_how_many_outputs_are_kept(settings, tiny_model_files):
+    # The standard graph has six cacheable nodes (`l2i` is not): a cache of six entries serves all of them when
+    # the same graph runs again.
+    with generation_app(msgspec.structs.replace(settings, node_cache_entries=6), tiny_model_files) as (client, events):
+        graph = t2i_graph(seed=3, steps=2)
+        run_graph(client, events, graph)
+        again = run_graph(client, events, graph)
+    cached = {e.node_id for e in events.of(again["id"], InvocationComplete) if e.cached}
+    assert again["status"] == "completed"
+    assert cached == {"model", "pos", "neg", "noise", "denoise", "meta"}
+
+
 def test_iterate_over_three_seeds_gives_three_images(generation):
     client, events = generation
     graph = t2i_graph(size=64, steps=2)

@@ -121,7 +121,7 @@ def test_overflow_drops_the_client_with_1013_and_frees_its_queue():
     hub.emit(progress("s", "n", 1))  # progress never overflows: it is skipped when there is no room
     assert slow.close_code is None
     hub.emit(ImageDeleted(image_name="one too many"))
-    assert slow.close_code == TRY_AGAIN_LATER
+    assert slow.close_code == TRY_AGAIN_LATER == 1013  # RFC 6455 "try again later", what docs/api.md promises
     assert "since" in slow.close_reason
     assert slow.queued == 0
     assert slow.closed.is_set()
@@ -140,6 +140,52 @@ def test_replay_skips_what_was_delivered_live_and_merges_in_seq_order():
     hub.subscribe(client, ["s1"], since=0)
     hub.emit(SessionComplete(session_id="s1", status="completed"))  # 6, live
     assert [m["seq"] for m in drain(client)] == [1, 2, 3, 5, 6]
+
+
+def test_a_replay_after_a_live_subscription_sends_what_came_before_it_once():
+    hub = EventHub()
+    client = hub.connect()
+    hub.emit(SessionStarted(session_id="s1"))  # 1, before the client covered s1
+    hub.subscribe(client, ["s1"])  # live after seq 1
+    hub.emit(SessionComplete(session_id="s1", status="completed"))  # 2, live
+    hub.subscribe(client, ["s1"], since=0)  # the page asks for what it missed
+    assert [m["seq"] for m in drain(client)] == [1, 2]
+
+
+def test_unsubscribing_stops_those_sessions_only():
+    hub = EventHub()
+    client = hub.connect()
+    hub.subscribe(client, ["s1", "s2"])
+    hub.unsubscribe(client, ["s1"])
+    hub.emit(SessionStarted(session_id="s1"))
+    hub.emit(SessionStarted(session_id="s2"))
+    assert [m["session_id"] for m in drain(client)] == ["s2"]
+    hub.subscribe(client, "*")
+    hub.unsubscribe(client, "*")  # every session, however it was subscribed
+    hub.emit(SessionStarted(session_id="s2"))
+    hub.emit(SessionStarted(session_id="s3"))
+    hub.emit(ImageDeleted(image_name="x"))  # not a session's event: still sent
+    assert [m["type"] for m in drain(client)] == ["image_deleted"]
+
+
+def test_an_event_emitted_after_the_loop_closed_is_dropped_without_an_error():
+    # A worker thread finishing a step while the server shuts down must not die with a traceback.
+    loop = asyncio.new_event_loop()
+    hub = EventHub()
+    hub.bind(loop)
+    loop.close()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            hub.emit(ImageDeleted(image_name="late"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert errors == []
 
 
 def test_asking_twice_for_the_same_replay_sends_it_once():
