@@ -93,6 +93,8 @@ class ModelCache:
             self._entries.move_to_end(key)
             self._in_use.add(key)
             if not entry.on_device and self._tiered(entry.value):
+                # Room first: moving in and then out would need both on the device at once.
+                self._free_device(entry.size)
                 self._to_device(entry)
             self._fit()
             return entry.value
@@ -121,18 +123,14 @@ class ModelCache:
         if incoming <= 0:
             return
         with self._lock:
-            on_device = self.vram_limit_bytes is not None
-            for key, entry in list(self._entries.items()):
-                if key in self._in_use or entry.on_device != on_device:
-                    continue
-                used, limit = (self.device_bytes, self.vram_limit_bytes) if on_device else (self.ram_bytes, None)
-                limit = self.ram_limit_bytes if limit is None else limit
-                if used + incoming <= limit:
-                    break
-                if on_device:
-                    self._to_ram(entry)
-                else:
-                    self._evict(key, entry)
+            if self.vram_limit_bytes is not None:
+                self._free_device(incoming)
+            else:
+                for key, entry in list(self._entries.items()):
+                    if self.ram_bytes + incoming <= self.ram_limit_bytes:
+                        break
+                    if key not in self._in_use:
+                        self._evict(key, entry)
             self._fit()
         self._release_if_evicted()
 
@@ -198,6 +196,15 @@ class ModelCache:
                 break
             if not entry.on_device and key != next(reversed(self._entries)):
                 self._evict(key, entry)
+
+    def _free_device(self, incoming: int) -> None:
+        """Move least recently used parts (not the running node's) to RAM until `incoming` bytes fit."""
+        assert self.vram_limit_bytes is not None
+        for key, entry in list(self._entries.items()):
+            if self.device_bytes + incoming <= self.vram_limit_bytes:
+                break
+            if entry.on_device and key not in self._in_use:
+                self._to_ram(entry)
 
     def _evict(self, key: Key, entry: _Entry) -> None:
         del self._entries[key]
