@@ -35,6 +35,25 @@ def make_noise(seed: int, width: int, height: int, device: Any = "cpu") -> Any:
     return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
 
 
+def blend_noise(noise: Any, other: Any, strength: float) -> Any:
+    """Spherical interpolation from `noise` (strength 0) to `other` (1), per latent pixel across channels:
+    A1111's variation seeds. Gaussian noise keeps its spread along the arc, where a straight mix would shrink
+    it (and wash the image out) halfway."""
+    import torch
+
+    if strength <= 0:
+        return noise
+    if strength >= 1:
+        return other
+    unit = noise / noise.norm(dim=1, keepdim=True)
+    other_unit = other / other.norm(dim=1, keepdim=True)
+    cosine = (unit * other_unit).sum(dim=1, keepdim=True).clamp(-1, 1)
+    if cosine.mean() > 0.9995:  # nearly parallel: the arc is a line
+        return (1 - strength) * noise + strength * other
+    omega = torch.acos(cosine)
+    return (torch.sin((1 - strength) * omega) * noise + torch.sin(strength * omega) * other) / torch.sin(omega)
+
+
 @dataclass
 class TextConditioning:
     """A prompt as the UNet takes it: SD-1/2 need only `embeds`; SDXL also the second encoder's pooled output

@@ -148,6 +148,25 @@ def test_n_iter_and_batch_size_give_consecutive_seeds(sd: httpx.Client):
     assert np.array_equal(pixels(body["images"][2]), pixels(alone["images"][0]))
 
 
+def test_variation_seeds_move_the_image_toward_the_subseeds(sd: httpx.Client):
+    plain = pixels(txt2img(sd, seed=7, subseed=99)["images"][0])
+    other = pixels(txt2img(sd, seed=99)["images"][0])
+    slight = txt2img(sd, seed=7, subseed=99, subseed_strength=0.1)
+    halfway = txt2img(sd, seed=7, subseed=99, subseed_strength=0.5)
+    full = pixels(txt2img(sd, seed=7, subseed=99, subseed_strength=1.0)["images"][0])
+    # Strength 0 is the seed alone, 1 the subseed's image; in between, a variation closer to the nearer end.
+    assert np.array_equal(full, other)
+    near, mid = pixels(slight["images"][0]), pixels(halfway["images"][0])
+    assert 0 < np.abs(near - plain).mean() < np.abs(mid - plain).mean()
+    assert np.abs(mid - plain).mean() > 0.5 and np.abs(mid - other).mean() > 0.5
+    assert not slight["info"]["warnings"]
+    assert "Variation seed: 99, Variation seed strength: 0.1" in slight["info"]["infotexts"][0]
+    # Batches step the subseed with the seed, as A1111 does.
+    batch = txt2img(sd, seed=7, subseed=99, subseed_strength=0.5, batch_size=2)
+    assert batch["info"]["all_subseeds"] == [99, 100]
+    assert np.array_equal(pixels(batch["images"][0]), mid)
+
+
 @pytest.mark.parametrize("sampler", ["PLMS", "DDIM", "UniPC", "Euler a", "DPM++ 2M"])
 def test_a1111_samplers(sd: httpx.Client, sampler: str):
     # PLMS (diffusers' PNDM) needs more than its warm-up steps.

@@ -99,6 +99,39 @@ def test_same_seed_same_pixels_other_seed_other_pixels(generation):
     assert not np.array_equal(first, other)
 
 
+def test_a_variation_seed_moves_the_image_toward_the_other_seeds(generation):
+    client, events = generation
+
+    def image(**settings) -> np.ndarray:
+        body = {"model": MODEL, "prompt": "a lighthouse", "width": 64, "height": 64, "steps": 3, "seed": 5}
+        graph = client.post("/api/v1/app/graph", json={**body, **settings})
+        assert graph.status_code == 200, graph.text
+        session = run_graph(client, events, graph.json())
+        assert session["status"] == "completed", session["errors"]
+        return pixels(client, image_of(session))
+
+    plain, other = image(), image(seed=9)
+    assert np.array_equal(image(variation_seed=9, variation_strength=1.0), other)
+    near, half = image(variation_seed=9, variation_strength=0.1), image(variation_seed=9, variation_strength=0.5)
+    assert 0 < np.abs(near - plain).mean() < np.abs(half - plain).mean()
+    assert np.abs(half - other).mean() > 0.5
+    refused = client.post("/api/v1/app/graph", json={"model": MODEL, "variation_strength": 0.3})
+    assert refused.status_code == 422 and refused.json()["errors"][0]["loc"] == ["body", "variation_seed"]
+
+
+def test_variation_noise_keeps_the_spread_of_noise():
+    import torch
+
+    from server.graph.denoise import blend_noise, make_noise
+
+    noise, other = make_noise(5, 256, 256), make_noise(9, 256, 256)
+    assert torch.equal(blend_noise(noise, other, 0.0), noise) and torch.equal(blend_noise(noise, other, 1.0), other)
+    half = blend_noise(noise, other, 0.5)
+    # Along the arc the spread stays that of noise; the straight mix's would shrink to about 0.71.
+    assert abs(float(half.std()) - float(noise.std())) < 0.1
+    assert float(((noise + other) / 2).std()) < 0.75
+
+
 def test_a_seed_only_change_skips_the_prompts_and_model_loading(generation):
     client, events = generation
     run_graph(client, events, t2i_graph(seed=1))

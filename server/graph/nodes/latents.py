@@ -9,7 +9,7 @@ import msgspec
 
 from server.graph import seamless
 from server.graph.context import InvocationContext, NodeError
-from server.graph.denoise import LATENT_SCALE, decode_latents, encode_image, make_noise
+from server.graph.denoise import LATENT_SCALE, blend_noise, decode_latents, encode_image, make_noise
 from server.graph.fields import (
     BoardField,
     CoreMetadata,
@@ -46,17 +46,26 @@ class ImageOutput(Output, tag="image_output"):
 
 class NoiseNode(Node, tag="noise", kw_only=True):
     """Gaussian noise for a `width`×`height` image, from `seed`. Made on the CPU by default, so a seed gives
-    the same image on every device."""
+    the same image on every device. `variation_strength` > 0 moves it toward `variation_seed`'s noise (A1111's
+    variation seeds): small strengths give variations of the seed's image, 1 gives the variation seed's."""
 
     seed: Annotated[int, msgspec.Meta(ge=0, le=SEED_MAX)] = 0
     width: Dimension = 512
     height: Dimension = 512
     use_cpu: bool = True
+    variation_seed: Annotated[int, msgspec.Meta(ge=0, le=SEED_MAX)] | None = None
+    variation_strength: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
     output = NoiseOutput
     category = "latents"
 
     def invoke(self, ctx: InvocationContext) -> NoiseOutput:
-        noise = make_noise(self.seed, self.width, self.height, "cpu" if self.use_cpu else ctx.device)
+        device = "cpu" if self.use_cpu else ctx.device
+        noise = make_noise(self.seed, self.width, self.height, device)
+        if self.variation_strength > 0:
+            if self.variation_seed is None:
+                raise NodeError("`variation_strength` needs a `variation_seed`")
+            other = make_noise(self.variation_seed, self.width, self.height, device)
+            noise = blend_noise(noise, other, self.variation_strength)
         name = ctx.put_tensor("noise", noise)
         return NoiseOutput(noise=LatentsField(latents_name=name, seed=self.seed), width=self.width, height=self.height)
 

@@ -45,6 +45,10 @@ def _check(settings: GenerationSettings) -> None:
         raise SettingsProblem("hires", "the hires pass follows text to image; leave it out with an init image")
     if settings.hires is not None and settings.refiner is not None:
         raise SettingsProblem("hires", "a hires pass and a refiner do not go together; choose one")
+    if settings.variation_strength > 0 and settings.variation_seed is None:
+        raise SettingsProblem(
+            "variation_seed", "`variation_strength` moves the noise toward a `variation_seed`: give one"
+        )
 
 
 def build_graph(settings: GenerationSettings) -> dict[str, Any]:
@@ -58,7 +62,10 @@ def build_graph(settings: GenerationSettings) -> dict[str, Any]:
     size = {"width": settings.width, "height": settings.height}
     sampling = {"steps": settings.steps, "cfg_scale": settings.cfg_scale, "scheduler": settings.scheduler}
     stages.prompts(graph)
-    graph.add("noise", "noise", seed=settings.seed, **size)
+    variation = {}
+    if settings.variation_strength > 0:
+        variation = {"variation_seed": settings.variation_seed, "variation_strength": settings.variation_strength}
+    graph.add("noise", "noise", seed=settings.seed, **size, **variation)
     split = {"denoising_end": settings.refiner.switch_at} if settings.refiner is not None else {}
     strength = {"strength": settings.strength} if settings.init_image is not None else {}
     graph.add("denoise", "denoise_latents", **sampling, **strength, **split)

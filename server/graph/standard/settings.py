@@ -82,6 +82,9 @@ class GenerationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     prompt: str = ""
     negative_prompt: str = ""
     seed: Annotated[int, msgspec.Meta(ge=0, le=SEED_MAX)] = 42
+    # A1111's variation seeds: the noise moved toward this seed's by `variation_strength` (0: the seed alone).
+    variation_seed: Annotated[int, msgspec.Meta(ge=0, le=SEED_MAX)] | None = None
+    variation_strength: Fraction = 0.0
     width: Dimension = 512
     height: Dimension = 512
     steps: Steps = 20

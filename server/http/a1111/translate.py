@@ -152,8 +152,6 @@ def plan(
         warnings.append(f"always-on script {name!r} is not available here; it was ignored")
     if request.styles:
         warnings.append(f"no prompt styles are defined; ignored: {', '.join(request.styles)}")
-    if request.subseed_strength:
-        warnings.append("variation seeds (subseed_strength) are not supported; the main seed alone was used")
 
     prompt, loras = _prompt_with_loras(request.prompt, "prompt", catalogue, model, warnings)
     negative, negative_loras = _prompt_with_loras(
@@ -210,9 +208,12 @@ def plan(
         warnings.append("SDXL prompts are read up to 77 tokens; BREAK and longer prompts are truncated")
 
     settings = []
-    for seed_value in seeds:
+    for seed_value, subseed_value in zip(seeds, subseeds, strict=True):
+        variation = {}
+        if request.subseed_strength > 0:
+            variation = {"variation_seed": subseed_value, "variation_strength": request.subseed_strength}
         try:
-            settings.append(msgspec.convert({**values, "seed": seed_value}, GenerationSettings))
+            settings.append(msgspec.convert({**values, "seed": seed_value, **variation}, GenerationSettings))
         except msgspec.ValidationError as exc:
             raise RequestProblem(_a1111_field(str(exc)), str(exc)) from None
     return Plan(
@@ -320,6 +321,8 @@ def infotext(plan: Plan, settings: GenerationSettings, request: Any, prompt: str
         ("Size", f"{settings.width}x{settings.height}"),
         ("Model", plan.model.model_name),
     ]
+    if settings.variation_strength > 0:
+        pairs += [("Variation seed", settings.variation_seed), ("Variation seed strength", settings.variation_strength)]
     if plan.vae is not None:
         pairs.append(("VAE", plan.vae.model_name))
     if settings.init_image is not None:
