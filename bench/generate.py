@@ -1,13 +1,15 @@
 """Generation end to end through imagegraph vs diffusers' StableDiffusionPipeline in-process, same components,
-seed, scheduler (euler) and steps.
+seed, scheduler (euler) and steps; and the same for the tiny SDXL model against StableDiffusionXLPipeline.
 
 imagegraph: POST /sessions, PUT /invoke, wait for `session_complete` on the WebSocket, GET the session, image
 file on disk. The server runs with the node cache off, so every run recomputes everything, like the pipeline.
 The two alternate run by run so machine noise hits both alike. Also reported: each side's time per denoising
 step (the executor's own overhead per step is the difference), and idle-to-first-image (a fresh server, torch
-not even imported yet, model not loaded) beside a fresh process doing the same with the pipeline.
+not even imported yet, model not loaded) beside a fresh process doing the same with the pipeline. The SDXL
+row runs on the same server after the SD-1 rows, and checks that both sides drew the same pixels.
 
 Run:  .venv/bin/python bench/generate.py                      # tiny model, 128 and 256 px, 20 steps, CPU
+      .venv/bin/python bench/generate.py --only sdxl --runs 9 # the tiny SDXL model alone, 128 px
       .venv/bin/python bench/generate.py --full-size --device cuda --fp16 --size 512
           # SD-1.5-sized random weights (UNet 860M parameters); for a GPU machine, slow and 4 GB+ on a CPU
 """
@@ -71,25 +73,40 @@ def write_model(folder: Path, full_size: bool) -> Path:
     return write_full_size_model(folder / "sd15-random")
 
 
+def write_sdxl_model(folder: Path) -> Path:
+    """The tiny SDXL model (both text encoders, the `text_time` UNet), as the project's writer makes it."""
+    from server.models.tiny import write_tiny_model
+
+    return write_tiny_model(folder / "tiny-sdxl", "diffusers", base="sdxl")
+
+
 # -- diffusers in-process -----------------------------------------------------------------------------
 
 
 class Pipeline:
-    def __init__(self, model: Path, device: str, dtype: str) -> None:
+    def __init__(self, model: Path, device: str, dtype: str, *, sdxl: bool = False) -> None:
         import torch
-        from diffusers import StableDiffusionPipeline
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         from server.graph.schedulers import make_scheduler
 
         self.torch = torch
         self.device = device
-        self.pipe = StableDiffusionPipeline.from_pretrained(
-            model,
-            local_files_only=True,
-            safety_checker=None,
-            requires_safety_checker=False,
-            torch_dtype=getattr(torch, dtype),
-        ).to(device)
+        self.sdxl = sdxl
+        self.image: Any = None  # the last run's PIL image
+        if sdxl:
+            pipe = StableDiffusionXLPipeline.from_pretrained(
+                model, local_files_only=True, torch_dtype=getattr(torch, dtype)
+            )
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                model,
+                local_files_only=True,
+                safety_checker=None,
+                requires_safety_checker=False,
+                torch_dtype=getattr(torch, dtype),
+            )
+        self.pipe = pipe.to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self.pipe.scheduler = make_scheduler(SCHEDULER, self.pipe.scheduler.config)
 
@@ -108,16 +125,18 @@ class Pipeline:
 
         self._sync()
         start = time.perf_counter()
-        self.pipe(
+        self.image = self.pipe(
             PROMPT,
-            negative_prompt="",
+            # SDXL: no negative prompt is what our empty one means (zeros, as `force_zeros_for_empty_prompt` says).
+            negative_prompt=None if self.sdxl else "",
             num_inference_steps=steps,
             guidance_scale=CFG,
             height=size,
             width=size,
             generator=self.torch.Generator("cpu").manual_seed(SEED),
             callback_on_step_end=on_step,
-        ).images[0].load()
+        ).images[0]
+        self.image.load()
         self._sync()
         return time.perf_counter() - start, (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 
@@ -246,6 +265,46 @@ def graph(model: dict[str, str], size: int, steps: int) -> dict[str, Any]:
 # -- main ----------------------------------------------------------------------------------------------
 
 
+def measure(server: Server, pipeline: Pipeline, model_id: dict[str, str], size: int, steps: int, runs: int) -> Path:
+    """One row: a warm-up each, then `runs` alternating rounds (ours, then the pipeline). Returns our last image."""
+    server.run(graph(model_id, size, steps))  # warm-up
+    pipeline.run(size, steps)
+    ours, theirs = [], []
+    path = Path()
+    for _ in range(runs):
+        elapsed, per_step, path = server.run(graph(model_id, size, steps))
+        ours.append((elapsed, per_step))
+        theirs.append(pipeline.run(size, steps))
+    row = [f"{size:4d}"]
+    for pick in (median, min):
+        ours_s, ours_step = pick([t for t, _ in ours]), pick([s for _, s in ours])
+        theirs_s, theirs_step = pick([t for t, _ in theirs]), pick([s for _, s in theirs])
+        row.append(
+            f"{theirs_s:.3f} | {ours_s:.3f} | {ours_s / theirs_s:.3f} | {theirs_step * 1000:.2f} "
+            f"| {ours_step * 1000:.2f} | {(ours_step - theirs_step) * 1000:+.2f}"
+        )
+    print(f"{row[0]} | {row[1]}\n     [{row[2]}]")
+    median_step = median([s for _, s in ours]), median([s for _, s in theirs])
+    print(f"     denoising: {1 / median_step[1]:.1f} it/s pipeline, {1 / median_step[0]:.1f} it/s imagegraph")
+    return path
+
+
+def same_pixels(path: Path, pipeline: Pipeline) -> str:
+    """How far our last PNG is from the pipeline's last image (the same seed and settings drew both)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as png:
+        ours = np.asarray(png.convert("RGB"), dtype=np.int16)
+    theirs = np.asarray(pipeline.image.convert("RGB"), dtype=np.int16)
+    if ours.shape != theirs.shape:
+        return f"sizes differ: {ours.shape} vs {theirs.shape}"
+    return f"max pixel difference {int(np.abs(ours - theirs).max())} of 255"
+
+
+HEADER = "size | pipeline s/img | imagegraph s/img | ratio | pipeline ms/step | imagegraph ms/step | overhead ms/step"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, action="append", dest="sizes", help="image side in px (repeatable)")
@@ -254,56 +313,58 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
     parser.add_argument("--fp16", action="store_true", help="float16 weights and activations (GPU)")
     parser.add_argument("--full-size", action="store_true", help="SD-1.5-sized random model instead of the tiny one")
+    parser.add_argument(
+        "--only",
+        choices=["sd-1", "sdxl"],
+        help="one model's rows: sd-1 (the sizes and idle to first image) or sdxl (the tiny SDXL model, 128 px)",
+    )
     args = parser.parse_args()
+    if args.full_size and args.only == "sdxl":
+        parser.error("--full-size is an SD-1.5-sized model; there is no full-size SDXL row")
+    rows = [args.only] if args.only else ["sd-1"] if args.full_size else ["sd-1", "sdxl"]
     sizes = args.sizes or ([512] if args.full_size else [128, 256])
+    sdxl_sizes = args.sizes or [128]
     dtype = "float16" if args.fp16 else "float32"
 
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
         tmp_path = Path(tmp)
-        started = time.perf_counter()
-        model = write_model(tmp_path / "model", args.full_size)
-        print(
-            f"model: {'SD-1.5 size, random weights' if args.full_size else 'tiny'} ({time.perf_counter() - started:.1f} s to write)"
-        )
         print(
             f"device {args.device}, {dtype}, scheduler {SCHEDULER}, {args.steps} steps, cfg {CFG}, {args.runs} runs each (median)"
         )
-
         server = Server(tmp_path / "root", args.device, dtype)
         try:
-            model_id = server.register(model)
-            first, _, _ = server.run(graph(model_id, sizes[0], args.steps))
-            cold = cold_pipeline(model, args.device, dtype, sizes[0], args.steps, tmp_path / "cold.png")
-            print(
-                f"idle to first image ({sizes[0]} px): imagegraph {first:.2f} s (server up, torch not yet imported, "
-                f"model not loaded) | fresh process with the pipeline {cold:.2f} s"
-            )
-            pipeline = Pipeline(model, args.device, dtype)
-            print()
-            print("median of the runs [best of the runs: on a busy machine the steadier figure]")
-            print(
-                "size | pipeline s/img | imagegraph s/img | ratio | pipeline ms/step | imagegraph ms/step | overhead ms/step"
-            )
-            for size in sizes:
-                server.run(graph(model_id, size, args.steps))  # warm-up
-                pipeline.run(size, args.steps)
-                ours, theirs = [], []
-                for _ in range(args.runs):
-                    ours.append(server.run(graph(model_id, size, args.steps))[:2])
-                    theirs.append(pipeline.run(size, args.steps))
-                row = [f"{size:4d}"]
-                for pick in (median, min):
-                    ours_s, ours_step = pick([t for t, _ in ours]), pick([s for _, s in ours])
-                    theirs_s, theirs_step = pick([t for t, _ in theirs]), pick([s for _, s in theirs])
-                    row.append(
-                        f"{theirs_s:.3f} | {ours_s:.3f} | {ours_s / theirs_s:.3f} | {theirs_step * 1000:.2f} "
-                        f"| {ours_step * 1000:.2f} | {(ours_step - theirs_step) * 1000:+.2f}"
-                    )
-                print(f"{row[0]} | {row[1]}\n     [{row[2]}]")
-                median_step = median([s for _, s in ours]), median([s for _, s in theirs])
+            if "sd-1" in rows:
+                started = time.perf_counter()
+                model = write_model(tmp_path / "model", args.full_size)
                 print(
-                    f"     denoising: {1 / median_step[1]:.1f} it/s pipeline, {1 / median_step[0]:.1f} it/s imagegraph"
+                    f"model: {'SD-1.5 size, random weights' if args.full_size else 'tiny'} ({time.perf_counter() - started:.1f} s to write)"
                 )
+                model_id = server.register(model)
+                first, _, _ = server.run(graph(model_id, sizes[0], args.steps))
+                cold = cold_pipeline(model, args.device, dtype, sizes[0], args.steps, tmp_path / "cold.png")
+                print(
+                    f"idle to first image ({sizes[0]} px): imagegraph {first:.2f} s (server up, torch not yet imported, "
+                    f"model not loaded) | fresh process with the pipeline {cold:.2f} s"
+                )
+                pipeline = Pipeline(model, args.device, dtype)
+                print()
+                print("median of the runs [best of the runs: on a busy machine the steadier figure]")
+                print(HEADER)
+                for size in sizes:
+                    measure(server, pipeline, model_id, size, args.steps, args.runs)
+                del pipeline
+            if "sdxl" in rows:
+                started = time.perf_counter()
+                model = write_sdxl_model(tmp_path / "model")
+                print()
+                print(f"SDXL model: tiny ({time.perf_counter() - started:.1f} s to write), StableDiffusionXLPipeline")
+                model_id = server.register(model)
+                pipeline = Pipeline(model, args.device, dtype, sdxl=True)
+                print("median of the runs [best of the runs: on a busy machine the steadier figure]")
+                print(HEADER)
+                for size in sdxl_sizes:
+                    path = measure(server, pipeline, model_id, size, args.steps, args.runs)
+                    print(f"     {same_pixels(path, pipeline)}")
             print("goal: ratio <= 1.10 end to end")
         finally:
             server.stop()

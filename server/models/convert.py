@@ -14,12 +14,21 @@ from pathlib import Path
 from typing import Any
 
 
-def convert_checkpoint(checkpoint: Path, original_config: Path | None, config_dir: Path, work_dir: Path) -> Path:
-    """Write the diffusers form of `checkpoint` into a new folder under `work_dir` and return it.
-    Blocking (torch): run it off the event loop."""
+def convert_checkpoint(
+    checkpoint: Path,
+    original_config: Path | None,
+    config_dir: Path,
+    work_dir: Path,
+    prediction_type: str | None = None,
+) -> Path:
+    """Write the diffusers form of `checkpoint` into a new folder under `work_dir` and return it. The folder's
+    scheduler predicts `prediction_type` (the registered model's) when given. Blocking (torch): run it off the
+    event loop."""
     from server.models.single_file import load_pipeline_from_single_file
 
-    pipe: Any = load_pipeline_from_single_file(checkpoint, original_config, config_dir, None)
+    pipe: Any = load_pipeline_from_single_file(
+        checkpoint, original_config, config_dir, None, prediction_type=prediction_type
+    )
     out = Path(tempfile.mkdtemp(prefix="convert-", dir=work_dir)) / "model"
     pipe.save_pretrained(out, safe_serialization=True)
     return out

@@ -282,7 +282,9 @@ class ModelLoader:
         config_dir = self.models.diffusers_config_dir(config)
         if config_dir is None:
             raise ModelLoadError(f"no diffusers configuration is known for checkpoint {path.name}")
-        pipe: Any = load_pipeline_from_single_file(path, self.models.legacy_config_path(config), config_dir, self.dtype)
+        pipe: Any = load_pipeline_from_single_file(
+            path, self.models.legacy_config_path(config), config_dir, self.dtype, prediction_type=config.prediction_type
+        )
         # Every part the pipeline has (SDXL's second text encoder and tokenizer; a refiner has no first one).
         parts: dict[str, Any] = {"scheduler": self._scheduler_config(dict(pipe.scheduler.config), config)}
         for name in ("unet", "text_encoder", "text_encoder_2"):

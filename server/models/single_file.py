@@ -12,6 +12,11 @@ What diffusers 0.42 takes from where when both are given:
 The pipeline class (SD for sd-1/sd-2, SDXL, SDXL img2img for the refiner) is the config folder's
 `_class_name`, so the shipped folder of a base, or a checkpoint's own configs, decide it.
 
+What the UNet predicts (epsilon or v) is not in the weights, and the scheduler diffusers gives comes from the
+config folder alone: the shipped sd-2 folder's is the 768-v model's, wrong for SD-2 512-base. So the pipeline's
+scheduler says what the caller decided (the registered model's `prediction_type`: the probe's reading of the
+file, or the user's override), else what the legacy yaml says (`parameterization: "v"`), else the folder's.
+
 A checkpoint may embed its own configs (the tiny test models do: their architectures are not the real ones,
 so no stock yaml describes them). `diffusers_config_dir` turns those into a config folder; such a folder is
 then the whole truth about the architecture and any yaml is ignored.
@@ -199,6 +204,7 @@ def load_pipeline_from_single_file(
     dtype: torch.dtype | None = None,
     *,
     base: str | None = None,
+    prediction_type: str | None = None,
 ) -> Any:
     """The diffusers pipeline of one `.safetensors`/`.ckpt` file, without touching the network:
     StableDiffusionPipeline (sd-1, sd-2), StableDiffusionXLPipeline (sdxl) or StableDiffusionXLImg2ImgPipeline
@@ -208,7 +214,8 @@ def load_pipeline_from_single_file(
     server's shipped folder for the base model. `original_config`: the legacy yaml that gives the UNet
     and VAE architecture (e.g. `v1-inpainting-inference.yaml` for a 9-channel UNet); ignored when
     `config_dir` came from the checkpoint's embedded configs, which are exact where a stock yaml is not.
-    The safety checker is never loaded.
+    `prediction_type`: what the UNet predicts, for the scheduler; None reads it from the yaml, else keeps the
+    folder's. The safety checker is never loaded.
     """
     quiet_ml_libraries()
     import diffusers
@@ -224,10 +231,38 @@ def load_pipeline_from_single_file(
     # diffusers 0.42 reads non-safetensors files with torch.load(weights_only=True)
     # (diffusers.models.model_loading_utils.load_state_dict), so a .ckpt is never fully unpickled;
     # tests/models/test_tiny.py checks that a pickle carrying code is refused.
-    return getattr(diffusers, class_name).from_single_file(
+    pipe = getattr(diffusers, class_name).from_single_file(
         str(checkpoint),
         config=str(config_dir),
         local_files_only=True,
         torch_dtype=dtype,
         **kwargs,
     )
+    prediction_type = prediction_type or yaml_prediction_type(kwargs.get("original_config"))
+    if prediction_type and pipe.scheduler.config.get("prediction_type") != prediction_type:
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=prediction_type)
+    return pipe
+
+
+def yaml_prediction_type(original_config: str | Path | None) -> str | None:
+    """What a legacy yaml says the UNet predicts: LDM's `parameterization` ("eps" unless it says "v"), SGM's
+    denoiser scaling (`EpsScaling` / `VScaling`); None when there is no yaml or it does not say."""
+    if original_config is None:
+        return None
+    import yaml
+
+    try:
+        document = yaml.safe_load(Path(original_config).read_text(encoding="utf-8"))
+        params = document["model"]["params"]
+        target = str(document["model"].get("target", ""))
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(params, dict):
+        return None
+    if target.startswith("ldm."):
+        return "v_prediction" if params.get("parameterization") == "v" else "epsilon"
+    try:
+        scaling = str(params["denoiser_config"]["params"]["scaling_config"]["target"])
+    except (KeyError, TypeError):
+        return None
+    return {"EpsScaling": "epsilon", "VScaling": "v_prediction"}.get(scaling.rpartition(".")[2])

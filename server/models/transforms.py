@@ -49,6 +49,7 @@ class ModelTransforms:
                 self.catalogue.legacy_config_path(config),
                 config_dir,
                 self.catalogue.work_dir,
+                config.prediction_type,
             )
         except Exception as exc:
             log.exception("converting %s failed", key)
