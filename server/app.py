@@ -18,8 +18,9 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from server.config import Settings
-from server.db import Database
-from server.events import ServerEvent
+from server.db import Database, open_database
+from server.db_postgres import PostgresDatabase
+from server.events import Emit, ServerEvent
 from server.graph.executor import Executor
 from server.graph.session import SessionStore
 from server.graph.workflows import WorkflowStore
@@ -36,6 +37,7 @@ from server.http.errors import EXCEPTION_HANDLERS
 from server.http.io import json_response
 from server.http.openapi import build_openapi
 from server.http.security import SecurityMiddleware
+from server.http.settle import EventsSettledMiddleware
 from server.http.websocket import websocket_endpoint
 from server.images.service import ImageService
 from server.journal import Journal
@@ -44,6 +46,7 @@ from server.models.operations import ModelOperations
 from server.models.paths import PathRules
 from server.models.transforms import ModelTransforms
 from server.services import Services
+from server.ws.event_log import EventLog
 from server.ws.hub import EventHub
 from server.ws.messages import ClientRequest
 
@@ -69,9 +72,10 @@ def api_routes() -> list[BaseRoute]:
     ]
 
 
-def build_services(settings: Settings, db: Database, hub: EventHub) -> Services:
-    """Every service, wired: each producer gets the hub's `emit`, and what else it needs, from here."""
-    emit = hub.emit
+def build_services(settings: Settings, db: Database, hub: EventHub, emit: Emit | None = None) -> Services:
+    """Every service, wired: each producer gets the hub's `emit` (on a shared database, the event log's, whose
+    relay feeds the hub), and what else it needs, from here."""
+    emit = emit or hub.emit
     sessions = SessionStore(db)
     workflows = WorkflowStore(db)
 
@@ -93,8 +97,18 @@ def build_services(settings: Settings, db: Database, hub: EventHub) -> Services:
         models=models,
         model_operations=operations,
         model_transforms=ModelTransforms(models, paths, operations),
-        executor=Executor(settings, emit, sessions, images, models),
+        executor=_executor(settings, emit, sessions, images, models, db),
     )
+
+
+def _executor(
+    settings: Settings, emit: Emit, sessions: SessionStore, images: ImageService, models: ModelCatalogue, db: Database
+) -> Executor:
+    if isinstance(db, PostgresDatabase):
+        from server.graph.shared_queue import SharedExecutor
+
+        return SharedExecutor(settings, emit, sessions, images, models, db)
+    return Executor(settings, emit, sessions, images, models)
 
 
 def build_app(settings: Settings) -> Starlette:
@@ -119,16 +133,21 @@ def build_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.create_layout()
-        db = Database(settings.db_path)
+        db = open_database(settings)
         await db.open()
         hub = EventHub(settings.ws_replay_events, settings.ws_client_queue)
         hub.bind(asyncio.get_running_loop())
         hub.add_listener(Journal())
-        svc = build_services(settings, db, hub)
+        event_log = EventLog(db, hub, settings.ws_replay_events) if isinstance(db, PostgresDatabase) else None
+        svc = build_services(settings, db, hub, event_log.emit if event_log else None)
         app.state.services = svc
+        app.state.event_log = event_log
         # If a service fails to start, the ones already started are stopped again, in reverse order.
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(db.close)
+            if event_log is not None:
+                await event_log.start()
+                stack.push_async_callback(event_log.stop)
             await svc.images.start()
             stack.push_async_callback(svc.images.stop)
             # Reads models.yaml and starts the watcher; the first sync runs in the background.
@@ -149,6 +168,7 @@ def build_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(SecurityMiddleware, settings=settings),
             Middleware(GZipMiddleware, minimum_size=1024, compresslevel=5),
+            Middleware(EventsSettledMiddleware),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

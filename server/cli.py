@@ -1,8 +1,9 @@
-"""`imagegraph serve | make-tiny-model | generate`."""
+"""`imagegraph serve | worker | make-tiny-model | generate`."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import socket
@@ -27,6 +28,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", help="access token; required to bind anything but loopback")
     serve.add_argument("--device", help="auto, cpu, cuda or mps")
     serve.add_argument("--log-level", dest="log_level", help="debug, info, warning or error")
+    serve.add_argument("--database", help="postgresql://user@host:port/db shared with other servers and workers")
+    serve.add_argument(
+        "--no-worker", dest="run_sessions", action="store_const", const=False, help="run no sessions here (workers do)"
+    )
+
+    worker = commands.add_parser("worker", help="run sessions from a shared PostgreSQL queue (no HTTP)")
+    worker.add_argument("--database", required=True, help="postgresql://user@host:port/db, as the servers use")
+    worker.add_argument("--root", help="the root folder the servers share (models and outputs)")
+    worker.add_argument("--device", help="auto, cpu, cuda (cuda:N picks the GPU through CUDA_VISIBLE_DEVICES) or mps")
+    worker.add_argument("--name", dest="worker_name", help="name in GET /api/v1/workers (default host:pid)")
+    worker.add_argument("--lease", dest="lease_s", type=float, help="seconds a silent worker keeps its session")
+    worker.add_argument("--log-level", dest="log_level", help="debug, info, warning or error")
 
     _add_generate(commands)
 
@@ -50,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "worker":
+        return _worker(args)
     if args.command == "make-tiny-model":
         return _make_tiny_model(args)
     if args.command == "generate":
@@ -57,17 +72,43 @@ def main(argv: list[str] | None = None) -> int:
     raise AssertionError(args.command)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    flags = {key: getattr(args, key) for key in ("root", "host", "port", "token", "device", "log_level")}
+def _settings_from(args: argparse.Namespace, keys: tuple[str, ...]) -> Settings | None:
     try:
-        settings = load_settings(flags)
+        settings = load_settings({key: getattr(args, key) for key in keys})
     except SettingsError as exc:
         print(f"imagegraph: {exc}", file=sys.stderr)
-        return 2
+        return None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # watchfiles logs every batch of changes at INFO; the model manager logs what a change did.
     logging.getLogger("watchfiles").setLevel(max(logging.WARNING, logging.getLogger().level))
-    return run_server(settings)
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    keys = ("root", "host", "port", "token", "device", "log_level", "database", "run_sessions")
+    settings = _settings_from(args, keys)
+    return 2 if settings is None else run_server(settings)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    device = args.device
+    if device and device.startswith("cuda:"):
+        # One GPU per worker: the process sees only its own, as device 0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+        args.device = "cuda"
+    settings = _settings_from(args, ("root", "device", "log_level", "database", "worker_name", "lease_s"))
+    if settings is None:
+        return 2
+    if not settings.shared_database:
+        print("imagegraph: bad setting `database`: a worker needs a postgresql:// URL", file=sys.stderr)
+        return 2
+    import asyncio
+
+    from server.worker import run_worker
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_worker(settings))
+    return 0
 
 
 def server_url(settings: Settings) -> str:
@@ -101,9 +142,11 @@ def run_server(settings: Settings) -> int:
     except rootlock.RootProblem as exc:
         print(f"imagegraph: {exc}", file=sys.stderr)
         return 2
-    lock = rootlock.RootLock(settings.root_path)
+    # On SQLite the root is one server's; on a shared database several servers and workers share it.
+    lock = None if settings.shared_database else rootlock.RootLock(settings.root_path)
     try:
-        lock.acquire(server_url(settings))
+        if lock is not None:
+            lock.acquire(server_url(settings))
     except (rootlock.RootProblem, OSError) as exc:
         sock.close()
         print(f"imagegraph: {exc}", file=sys.stderr)
@@ -113,7 +156,8 @@ def run_server(settings: Settings) -> int:
     except KeyboardInterrupt:
         pass  # uvicorn re-raises the Ctrl-C it handled, once the server has stopped cleanly
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
         sock.close()
     return 0
 

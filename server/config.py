@@ -71,12 +71,29 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Where /models/search and imports by path may look; empty means anywhere on this machine.
     search_roots: list[str] = []
     watch: bool = True
+    # Where records, the queue and events live: empty for SQLite in the root (one server), or a
+    # postgresql://user@host:port/db URL that several servers and `imagegraph worker`s share (docs/api.md §Workers).
+    database: Annotated[str, msgspec.Meta(pattern=r"^(|postgres(ql)?://.+)$")] = ""
+    # False (`serve --no-worker`): this server queues sessions and serves the API, and workers run them.
+    run_sessions: bool = True
+    # This process's name in GET /api/v1/workers; empty: host name and process id.
+    worker_name: str = ""
+    # Seconds a worker's hold on its running session lasts unless renewed; a worker silent for longer is `lost`
+    # and its session goes back to the queue.
+    lease_s: Annotated[float, msgspec.Meta(ge=1)] = 30.0
+    # Tries of one session (each lost lease is one) before it is `failed`.
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 3
 
     @property
     def ram_cache_bytes(self) -> int:
         if self.model_cache_bytes is not None:
             return self.model_cache_bytes
         return int(self.ram_cache_gb * 1024**3)
+
+    @property
+    def shared_database(self) -> bool:
+        """True when the database is PostgreSQL, shared with other servers and workers."""
+        return bool(self.database)
 
     @property
     def root_path(self) -> Path:

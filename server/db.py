@@ -1,35 +1,40 @@
-"""SQLite through aiosqlite: WAL mode, numbered migrations, and ItemStorage for JSON documents.
+"""The database behind every record, one interface with two engines: SQLite through aiosqlite (the embedded
+default, server/db_sqlite.py) and PostgreSQL through asyncpg (several servers and workers sharing one database,
+server/db_postgres.py). The SQL stays visible in the modules that own each table; it is written once, with `?`
+placeholders, in the dialect both engines speak, and `Database.sql` names the few spots where they differ.
 
-One connection writes (behind a lock, in explicit transactions) and one reads, so a reader never sees
-another task's half-done transaction and readers never wait on the write lock."""
+Every engine gives the same two things: `read` (SELECTs that see only committed data) and `write()` (one
+transaction, committed when the block ends, rolled back if it raises)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from importlib import resources
-from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
-import aiosqlite
 import msgspec
 
 from server.clock import utc_now
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from server.config import Settings
 
 T = TypeVar("T", bound=msgspec.Struct)
+Dialect = Literal["sqlite", "postgresql"]
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_MIGRATION_PACKAGES: dict[str, str] = {"sqlite": "server.migrations", "postgresql": "server.migrations.postgresql"}
 
 
-def migration_files() -> list[tuple[int, str, str]]:
-    """(number, name, sql) for every `server/migrations/NNNN_name.sql`, in order."""
+def migration_files(dialect: Dialect = "sqlite") -> list[tuple[int, str, str]]:
+    """(number, name, sql) for every `NNNN_name.sql` of the engine's migrations, in order. The two engines'
+    migrations keep the same numbers, so a schema version means the same tables on both."""
     found = []
-    for entry in resources.files("server.migrations").iterdir():
+    for entry in resources.files(_MIGRATION_PACKAGES[dialect]).iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:
             found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
@@ -40,129 +45,46 @@ def migration_files() -> list[tuple[int, str, str]]:
     return found
 
 
+def integrity_errors() -> tuple[type[Exception], ...]:
+    """What a broken UNIQUE or foreign-key constraint raises, whichever engine."""
+    try:
+        import asyncpg
+    except ImportError:
+        return (sqlite3.IntegrityError,)
+    return (sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError)
+
+
+class Cursor(Protocol):
+    """A statement's result: rows (fetchone/fetchall/async for) and, for a write, how many rows it changed."""
+
+    rowcount: int
+
+    async def fetchone(self) -> Any: ...
+
+    async def fetchall(self) -> list[Any]: ...
+
+
 class Queryable(Protocol):
-    """What SQL helpers need of a connection: the writer inside a transaction, or the reader."""
+    """What SQL helpers need of a connection: the writer inside a transaction, or the reader. `execute` is
+    awaited for its Cursor, or entered (`async with conn.execute(...) as cursor`)."""
 
     def execute(self, sql: str, parameters: Sequence[Any] = ...) -> Any: ...
 
 
-class Database:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._write_lock: asyncio.Lock | None = None
-
-    async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._write_lock = asyncio.Lock()
-        self._writer = await self._connect()
-        await self.migrate()
-        self._reader = await self._connect()
-
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit we acknowledged survives power loss, not only a process crash.
-        await conn.execute("PRAGMA synchronous=FULL")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=5000")
-        return conn
-
-    async def close(self) -> None:
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
-
-    @property
-    def read(self) -> ReadConnection:
-        """The connection for SELECTs; it only ever sees committed data, and all that was committed before the
-        statement started."""
-        if self._reader is None:
-            raise RuntimeError("database is not open")
-        return ReadConnection(self._reader)
-
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One transaction on the writer: committed when the block ends, rolled back if it raises."""
-        if self._writer is None or self._write_lock is None:
-            raise RuntimeError("database is not open")
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
-
-    async def migrate(self) -> list[int]:
-        """Apply the migrations not yet recorded, in order, in one transaction; return the numbers applied."""
-        assert self._writer is not None
-        await self._writer.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        async with self._writer.execute("SELECT number FROM schema_migrations") as cursor:
-            done = {row[0] for row in await cursor.fetchall()}
-        pending = [(number, name, sql) for number, name, sql in migration_files() if number not in done]
-        if not pending:
-            return []
-        # All pending migrations as one script in one transaction: one round trip and one durable commit on a
-        # first start, and a crash (or a failing statement) leaves the schema as it was.
-        now = utc_now()
-        parts = ["BEGIN IMMEDIATE;"]
-        for number, name, sql in pending:
-            parts += [
-                sql,
-                f"INSERT INTO schema_migrations (number, name, applied_at) VALUES ({number}, '{name}', '{now}');",
-            ]
-        parts.append("COMMIT;")
-        assert self._write_lock is not None
-        async with self._write_lock:
-            try:
-                await self._writer.executescript("\n".join(parts))
-            except BaseException:
-                if self._writer.in_transaction:
-                    await self._writer.execute("ROLLBACK")
-                raise
-        for number, name, _ in pending:
-            log.info("applied migration %04d_%s", number, name)
-        applied = [number for number, _, _ in pending]
-        return applied
-
-
-class ReadConnection:
-    """The reader, one whole statement at a time: `execute` runs the statement to its end in a single call on
-    the connection's thread and hands back its rows, used like aiosqlite's cursor (`async with
-    db.read.execute(sql, params) as cursor: await cursor.fetchone()`).
-
-    Why not the bare connection: SQLite keeps a connection's read transaction - its snapshot of the database -
-    open for as long as any of its statements is unfinished. Shared by concurrent requests, aiosqlite's execute
-    and fetch (two calls) let one request's statement start before another's finished, on and on under load, so
-    the reader went on seeing the database as it was when the overlap began: a session just created answered
-    404 to its invoke (tests/reliability/test_load.py)."""
-
-    def __init__(self, connection: aiosqlite.Connection) -> None:
-        self.connection = connection
-
-    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Rows:
-        return Rows(self.connection, sql, parameters)
-
-
 class Rows:
-    """The rows of one finished statement; awaitable, or an async context manager, like aiosqlite's cursor."""
+    """The rows of one finished statement; awaitable, or an async context manager, like aiosqlite's cursor.
+    `run` fetches them all at once (the statement is done before anyone reads a row); for a write it also
+    gives the number of rows changed."""
 
-    def __init__(self, connection: aiosqlite.Connection, sql: str, parameters: Sequence[Any]) -> None:
-        self._run_args = (connection, sql, parameters)
+    def __init__(self, run: Callable[[], Awaitable[tuple[list[Any], int]]]) -> None:
+        self._runner = run
         self._rows: list[Any] = []
         self._next = 0
+        self.rowcount = -1
 
     async def _run(self) -> Rows:
-        connection, sql, parameters = self._run_args
-        self._rows = list(await connection.execute_fetchall(sql, parameters))
+        rows, self.rowcount = await self._runner()
+        self._rows = list(rows)
         return self
 
     def __await__(self):
@@ -192,6 +114,76 @@ class Rows:
         if row is None:
             raise StopAsyncIteration
         return row
+
+
+class SqlDialect:
+    """The few expressions the two engines spell differently, for the modules that write SQL."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+
+    def json_text(self, column: str, key: str) -> str:
+        """The text value under `key` of a JSON text column (NULL when absent)."""
+        if self.dialect == "sqlite":
+            return f"json_extract({column}, '$.{key}')"
+        return f"(({column})::jsonb ->> '{key}')"
+
+    def json_count(self, column: str, key: str) -> str:
+        """How many entries the JSON object (or array) under `key` of a JSON text column has."""
+        if self.dialect == "sqlite":
+            return f"(SELECT count(*) FROM json_each({column}, '$.{key}'))"
+        return (
+            f"(CASE jsonb_typeof(({column})::jsonb -> '{key}') WHEN 'object' THEN "
+            f"(SELECT count(*) FROM jsonb_object_keys(({column})::jsonb -> '{key}')) "
+            f"WHEN 'array' THEN jsonb_array_length(({column})::jsonb -> '{key}') ELSE 0 END)"
+        )
+
+
+class Database(ABC):
+    """One engine's connections. Subclasses: SQLiteDatabase, PostgresDatabase."""
+
+    dialect: Dialect
+
+    @property
+    def sql(self) -> SqlDialect:
+        return SqlDialect(self.dialect)
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and apply the migrations not yet applied."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def migrate(self) -> list[int]:
+        """Apply the pending migrations in one transaction; return the numbers applied."""
+
+    @property
+    @abstractmethod
+    def read(self) -> Queryable:
+        """For SELECTs: each statement sees only committed data, all that was committed before it started."""
+
+    @abstractmethod
+    def write(self) -> AbstractAsyncContextManager[Any]:
+        """One transaction: committed when the block ends, rolled back if it raises. Writers of one process
+        take turns, as SQLite's single writer does, so a read-modify-write inside one block is never interleaved
+        with another of the same process."""
+
+    def describe(self) -> str:
+        """Where the data is, for logs (no password)."""
+        return self.dialect
+
+
+def open_database(settings: Settings) -> Database:
+    """The engine `settings.database` names: a `postgresql://` URL, or the SQLite file in the root."""
+    if settings.database.startswith(("postgresql://", "postgres://")):
+        from server.db_postgres import PostgresDatabase
+
+        return PostgresDatabase(settings.database)
+    from server.db_sqlite import SQLiteDatabase
+
+    return SQLiteDatabase(settings.db_path)
 
 
 class ItemStorage(Generic[T]):

@@ -20,15 +20,44 @@ from starlette.testclient import TestClient
 
 from server.app import build_app
 from server.config import Settings
+from tests.postgres import PostgresCluster, start_cluster
 
 BASE_URL = "http://127.0.0.1:9090"
 WS_BASE_URL = "ws://127.0.0.1:9090"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the engine every app under test uses: SQLite in its root, or a fresh database of a PostgreSQL "
+        "cluster the run starts (tests/postgres.py)",
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster for this test run, in a temp folder, on a free loopback port."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def database_url(request: pytest.FixtureRequest) -> str:
+    """"" (SQLite in the root), or with `--database postgresql` a new database of the run's cluster."""
+    if request.config.getoption("--database") != "postgresql":
+        return ""
+    return request.getfixturevalue("postgres_cluster").fresh_database()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
     """Settings on an empty temporary root; the watcher is off unless a test turns it on."""
-    return Settings(root=str(tmp_path / "root"), watch=False)
+    return Settings(root=str(tmp_path / "root"), watch=False, database=database_url)
 
 
 @pytest.fixture

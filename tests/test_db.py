@@ -5,7 +5,8 @@ import asyncio
 import msgspec
 import pytest
 
-from server.db import Database, ItemStorage, migration_files
+from server.db import ItemStorage, migration_files
+from server.db_sqlite import SQLiteDatabase
 
 
 class Doc(msgspec.Struct):
@@ -20,12 +21,12 @@ def run(coro):
 
 def test_migrations_are_applied_once(tmp_path):
     async def scenario():
-        db = Database(tmp_path / "x.db")
+        db = SQLiteDatabase(tmp_path / "x.db")
         await db.open()
         async with db.read.execute("SELECT number FROM schema_migrations ORDER BY number") as cursor:
             first = [row[0] for row in await cursor.fetchall()]
         await db.close()
-        db = Database(tmp_path / "x.db")
+        db = SQLiteDatabase(tmp_path / "x.db")
         await db.open()
         again = await db.migrate()
         async with db.read.execute("SELECT count(*) FROM schema_migrations") as cursor:
@@ -44,7 +45,7 @@ def test_migrations_are_applied_once(tmp_path):
 
 def test_item_storage_round_trip_and_raw(tmp_path):
     async def scenario():
-        db = Database(tmp_path / "x.db")
+        db = SQLiteDatabase(tmp_path / "x.db")
         await db.open()
         store = ItemStorage(db, "sessions", Doc)
         await store.set("a", Doc(id="a", title="first", tags=["x"]))
@@ -72,7 +73,7 @@ def test_item_storage_round_trip_and_raw(tmp_path):
 
 def test_failed_write_is_rolled_back(tmp_path):
     async def scenario():
-        db = Database(tmp_path / "x.db")
+        db = SQLiteDatabase(tmp_path / "x.db")
         await db.open()
         with pytest.raises(RuntimeError):
             async with db.write() as conn:
@@ -95,10 +96,10 @@ def test_a_failing_migration_applies_none_of_the_pending_ones(tmp_path, monkeypa
 
     good = (9001, "good", "CREATE TABLE good_one (id INTEGER);")
     bad = (9002, "bad", "CREATE TABLE broken (;")
-    monkeypatch.setattr(server.db, "migration_files", lambda: [*migration_files(), good, bad])
+    monkeypatch.setattr(server.db, "migration_files", lambda dialect="sqlite": [*migration_files(dialect), good, bad])
 
     async def scenario():
-        db = Database(tmp_path / "x.db")
+        db = SQLiteDatabase(tmp_path / "x.db")
         with pytest.raises(Exception, match="syntax error"):
             await db.open()
         await db.close()

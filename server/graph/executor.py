@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import threading
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -56,6 +58,22 @@ class QueueState(msgspec.Struct):
     pending: list[str]
 
 
+class WorkerInfo(msgspec.Struct, kw_only=True):
+    """One process that runs sessions, as GET /api/v1/workers lists it."""
+
+    name: str
+    device: str
+    state: Literal["idle", "busy", "lost"]
+    session_id: str | None
+    # Main models (and others) with parts in its model cache: a session for one of them runs there first.
+    models_loaded: list[str]
+    last_seen: str
+
+
+class WorkerList(msgspec.Struct, kw_only=True):
+    workers: list[WorkerInfo]
+
+
 class SessionConflict(Exception):
     """The session is in a state that does not allow the request (already queued, nothing to cancel...)."""
 
@@ -91,6 +109,8 @@ class Executor:
         self._idle = asyncio.Event()
         self._idle.set()
         self._step: tuple[int, int] | None = None
+        # This process's name as `Session.worker` and in GET /api/v1/workers.
+        self.name = settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
 
     @property
     def device_name(self) -> str:
@@ -144,6 +164,22 @@ class Executor:
 
     # the interface routes use
 
+    def models_loaded(self) -> list[str]:
+        return sorted({str(key[0]) for key in self.loader.cache.cached_keys()})
+
+    async def workers(self) -> WorkerList:
+        """Who runs sessions: on SQLite, this process alone."""
+        running = self._running.id if self._running is not None else None
+        me = WorkerInfo(
+            name=self.name,
+            device=self.device_name,
+            state="busy" if running else "idle",
+            session_id=running,
+            models_loaded=self.models_loaded(),
+            last_seen=utc_now(),
+        )
+        return WorkerList(workers=[me])
+
     def status(self) -> QueueState:
         return QueueState(running=self._running.id if self._running else None, pending=list(self._pending))
 
@@ -168,6 +204,7 @@ class Executor:
                 session.executed, session.results, session.errors = [], {}, {}
             session.status = "queued"
             session.queued_at = utc_now()
+            session.attempts = 0
             await self.store.save(session)
             self._pending.append(session_id)
             if all_nodes:
@@ -244,16 +281,26 @@ class Executor:
                 self._pending.popleft()  # also when the read fails: the queue goes on without it
             if session is None or session.status != "queued":
                 return
-            session.status = "running"
-            self._cancel.clear()
-            self._running = session
-            self._step = None
-            self._idle.clear()
+            self._begin(session)
         # Stored behind the work, not before it: a crash before it lands leaves the session queued, and it
         # simply runs again after the restart.
         self._changed()
+        await self._run_session(session, services)
+
+    def _begin(self, session: Session) -> None:
+        """`session` is this executor's running one from now on."""
+        session.status = "running"
+        session.worker = self.name
+        session.attempts += 1
+        session.started_at = utc_now()
+        self._cancel.clear()
+        self._running = session
+        self._step = None
+        self._idle.clear()
+
+    async def _run_session(self, session: Session, services: RunServices) -> None:
         self._queue_changed()
-        self.emit(SessionStarted(session_id=session_id))
+        self.emit(SessionStarted(session_id=session.id))
         try:
             await self._execute(session, services)
         finally:
@@ -261,6 +308,8 @@ class Executor:
             self._run = None
             self._idle.set()
             self._queue_changed()
+        if not self._announce_end(session):
+            return
         # Announced once stored and off the queue: whoever hears it finds the final state everywhere.
         if session.status == "canceled":
             self.emit(SessionCanceled(session_id=session.id))
@@ -307,10 +356,20 @@ class Executor:
         if self._save_task is None or self._save_task.done():
             self._save_task = asyncio.get_running_loop().create_task(self._flush())
 
+    def _announce_end(self, session: Session) -> bool:
+        """Whether this executor announces how the session ended (not when it lost the session to another)."""
+        return True
+
+    async def _store_progress(self, session: Session) -> None:
+        await self.store.save(session)
+
+    async def _store_final(self, session: Session) -> None:
+        await self.store.save(session)
+
     async def _flush(self) -> None:
         while self._dirty and self._running is not None:
             self._dirty = False
-            await self.store.save(self._running)
+            await self._store_progress(self._running)
             # At most a few saves a second: each is an fsync, and a small model's whole image takes less
             # time than a handful of them. The final save does not wait for this pause.
             with contextlib.suppress(TimeoutError):
@@ -323,7 +382,7 @@ class Executor:
                 await self._save_task
             self._finishing.clear()
         self._dirty = False
-        await self.store.save(session)
+        await self._store_final(session)
 
 
 def _interrupted_node(session: Session) -> str:

@@ -33,6 +33,11 @@ class Session(msgspec.Struct, kw_only=True):
     updated_at: str
     # When it was last queued: the queue's order, kept when a stopping server puts its running session back.
     queued_at: str | None = None
+    # Who ran it last (a worker's name), when that run began, and how many tries this invocation took: a try
+    # ends early when its worker is lost, and the session then goes back to the queue (docs/api.md §Workers).
+    worker: str | None = None
+    started_at: str | None = None
+    attempts: int = 0
 
 
 class SessionPage(msgspec.Struct, kw_only=True):
@@ -90,7 +95,7 @@ class SessionStore:
         their last change)."""
         async with self.db.read.execute(
             "SELECT id FROM sessions WHERE status = ? "
-            "ORDER BY coalesce(json_extract(data, '$.queued_at'), updated_at), rowid",
+            f"ORDER BY coalesce({self.db.sql.json_text('data', 'queued_at')}, updated_at), rowid",
             (status,),
         ) as cursor:
             return [row[0] for row in await cursor.fetchall()]

@@ -7,14 +7,13 @@ cannot both win."""
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from typing import Annotated, Any
 
 import msgspec
 
 from server.clock import utc_now
-from server.db import Database
+from server.db import Database, integrity_errors
 from server.graph.graph import Graph
 from server.graph.validation import Problem
 
@@ -127,8 +126,9 @@ def _stored(row: Any) -> _StoredWorkflow:
     )
 
 
-def _is_name_clash(exc: sqlite3.IntegrityError) -> bool:
-    return "workflows.name_key" in str(exc)
+def _is_name_clash(exc: Exception) -> bool:
+    # SQLite names the column (workflows.name_key), PostgreSQL the constraint (workflows_name_key_key).
+    return "workflows.name_key" in str(exc) or "workflows_name_key" in str(exc)
 
 
 class WorkflowStore:
@@ -153,7 +153,7 @@ class WorkflowStore:
                     f"INSERT INTO workflows ({_COLUMNS}, name_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (*row, name_key(name)),
                 )
-        except sqlite3.IntegrityError as exc:
+        except integrity_errors() as exc:
             if _is_name_clash(exc):
                 raise NameTaken(name.strip()) from None
             raise
@@ -183,7 +183,7 @@ class WorkflowStore:
                     raise LookupError(workflow_id)
                 async with conn.execute(f"SELECT {_COLUMNS} FROM workflows WHERE id = ?", (workflow_id,)) as rows:
                     row = await rows.fetchone()
-        except sqlite3.IntegrityError as exc:
+        except integrity_errors() as exc:
             if _is_name_clash(exc):
                 raise NameTaken(name.strip()) from None
             raise
@@ -211,7 +211,7 @@ class WorkflowStore:
             where, params = " WHERE name_key LIKE ? ESCAPE '\\'", (_like_pattern(name_key(q)),)
         # Page and total in one statement, so from one snapshot (as the image list does).
         sql = (
-            "SELECT id, name, description, (SELECT count(*) FROM json_each(graph, '$.nodes')), created_at, updated_at, "
+            f"SELECT id, name, description, {self.db.sql.json_count('graph', 'nodes')}, created_at, updated_at, "
             f"(SELECT count(*) FROM workflows{where}) FROM workflows{where} "
             "ORDER BY updated_at DESC, id LIMIT ? OFFSET ?"
         )

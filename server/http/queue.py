@@ -1,4 +1,4 @@
-"""`/api/v1/queue`: which session runs now and which wait, in order."""
+"""`/api/v1/queue`: which session runs now and which wait, in order; `/api/v1/workers`: who runs them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.graph.executor import QueueState
+from server.graph.executor import QueueState, WorkerList
 from server.http.io import json_response, operation
 from server.http.state import services
 
@@ -16,4 +16,13 @@ async def queue_status(request: Request) -> Response:
     return json_response(services(request).executor.status())
 
 
-routes = [Route("/queue", queue_status, methods=["GET"])]
+@operation(
+    "The processes that run sessions: this server's own, and on a shared database every `imagegraph worker`",
+    tags=("sessions",),
+    responses={200: WorkerList},
+)
+async def list_workers(request: Request) -> Response:
+    return json_response(await services(request).executor.workers())
+
+
+routes = [Route("/queue", queue_status, methods=["GET"]), Route("/workers", list_workers, methods=["GET"])]

@@ -13,6 +13,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Files younger than this on a shared root are never taken for leftovers: some process may still be writing them.
+SHARED_ROOT_GRACE_S = 600.0
 PATCHABLE = ("image_category", "is_intermediate", "board_id", "starred", "session_id")
 
 
@@ -389,8 +392,12 @@ class ImageService:
         report = ReconcileReport()
         images, thumbnails, strays = await asyncio.to_thread(self.files.listing)
         known = await records.all_names(self.db.read)
+        # On a shared root (several servers and workers), another process may be writing right now.
+        recent = _written_within(SHARED_ROOT_GRACE_S) if self.settings.shared_database else _never
 
         for path in strays:
+            if recent(path):
+                continue
             # A temp file of a write in progress carries its final name; everything else stray goes.
             if path.name.startswith(TEMP_PREFIX) and any(name in path.name for name in self._pending):
                 continue
@@ -400,7 +407,9 @@ class ImageService:
         for name in sorted((images | thumbnails) - known):
             # Pending first, then the record: a write still running, or one that committed since the listing,
             # is spared.
-            if name in self._pending or await records.image_exists(self.db.read, name):
+            if name in self._pending or recent(self.files.image_path(name)):
+                continue
+            if await records.image_exists(self.db.read, name):
                 continue
             await asyncio.to_thread(self.files.delete, name)
             report.files_removed.append(name)
@@ -429,6 +438,20 @@ class ImageService:
                 shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
                 log.warning("image reconciliation: %d %s: %s", len(names), what, shown)
         return report
+
+
+def _written_within(seconds: float) -> Callable[[Path], bool]:
+    def recent(path: Path) -> bool:
+        try:
+            return time.time() - os.lstat(path).st_mtime < seconds
+        except OSError:
+            return False
+
+    return recent
+
+
+def _never(path: Path) -> bool:
+    return False
 
 
 def _is_regular_file(path: Path) -> bool:

@@ -58,6 +58,18 @@ class ModelCatalogue:
         whatever needs the registry waits for `ready()` (which models.yaml alone makes ready)."""
         self.spawn(self._start_in_background())
 
+    async def start_reading(self) -> None:
+        """Read models.yaml and nothing more: how an `imagegraph worker` uses the catalogue. The servers sync the
+        folders and write models.yaml; a worker re-reads it before each session it claims."""
+        try:
+            await asyncio.to_thread(self.registry.load)
+        except RegistryError as exc:
+            self._load_error = str(exc)
+            log.error("%s", exc)
+        finally:
+            self.loaded.set()
+            self.first_sync.set()
+
     async def _start_in_background(self) -> None:
         try:
             await asyncio.to_thread(self._load_or_create)

@@ -15,7 +15,7 @@ import itertools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, NamedTuple
 
 import msgspec
@@ -41,6 +41,11 @@ class Published(NamedTuple):
     frame: str
     session_id: str | None
     progress_key: ProgressKey | None
+
+
+def _entry(event: Event, frame: str) -> Published:
+    key = (event.session_id, event.node_id) if isinstance(event, GeneratorProgress) else None
+    return Published(event.seq, event, frame, getattr(event, "session_id", None), key)
 
 
 class EventHub:
@@ -83,12 +88,17 @@ class EventHub:
 
     def _publish(self, event: Event) -> None:
         self._seq += 1
-        seq = event.seq = self._seq
+        event.seq = self._seq
         event.timestamp = utc_now()
-        session_id: str | None = getattr(event, "session_id", None)
-        key = (event.session_id, event.node_id) if isinstance(event, GeneratorProgress) else None
-        frame = _encoder.encode(event).decode()
-        self._ring.append(Published(seq, event, frame, session_id, key))
+        self.publish_numbered(event, _encoder.encode(event).decode())
+
+    def publish_numbered(self, event: Event, frame: str) -> None:
+        """Publish an event that already has its `seq` (above every earlier one) and its encoded frame: how the
+        relay of a shared database (server/ws/event_log.py) hands on what any process emitted. Loop thread."""
+        self._seq = event.seq
+        published = _entry(event, frame)
+        self._ring.append(published)
+        seq, session_id, key = published.seq, published.session_id, published.progress_key
         for subscriber in self._subscribers:
             if subscriber.covers(session_id) and not subscriber.deliver(seq, frame, key):
                 self._drop(subscriber, TRY_AGAIN_LATER, TOO_SLOW)
@@ -97,6 +107,12 @@ class EventHub:
                 listener(event)
             except Exception:
                 log.exception("event listener %r failed on %s", listener, type(event).__name__)
+
+    def resume_from(self, history: Sequence[tuple[Event, str]], last_seq: int) -> None:
+        """Start numbering after `last_seq`, with `history` (numbered events and their frames, oldest first)
+        in the replay ring: a server joining a shared database replays what others published before it began."""
+        self._ring.extend(_entry(event, frame) for event, frame in history)
+        self._seq = last_seq
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners = [*self._listeners, listener]

@@ -29,7 +29,7 @@ CHILD = textwrap.dedent(
     import asyncio, os, sys
     from PIL import Image
     from server.config import Settings
-    from server.db import Database
+    from server.db_sqlite import SQLiteDatabase
     from server.images import files, records
     from server.images.service import ImageService
 
@@ -42,7 +42,7 @@ CHILD = textwrap.dedent(
         os._exit(3)
 
     async def main():
-        db = Database(settings.db_path)
+        db = SQLiteDatabase(settings.db_path)
         await db.open()
         service = ImageService(settings, db, lambda event: None)
         if step == "before-rename":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from server.db import Database
+from server.db_sqlite import SQLiteDatabase
 from server.graph.standard import txt2img_graph
 from server.images.records import list_images
 from server.images.schema import ListImagesQuery
@@ -14,7 +14,7 @@ from server.images.schema import ListImagesQuery
 
 def test_a_read_sees_every_earlier_commit_while_other_reads_are_unfinished(tmp_path):
     async def scenario() -> tuple[int, list[int]]:
-        db = Database(tmp_path / "x.db")
+        db = SQLiteDatabase(tmp_path / "x.db")
         await db.open()
         try:
             async with db.write() as conn:
@@ -40,7 +40,7 @@ def test_a_read_sees_every_earlier_commit_while_other_reads_are_unfinished(tmp_p
 
 def test_a_page_of_images_and_its_total_come_from_one_snapshot(tmp_path):
     async def scenario() -> tuple[int, int]:
-        db = Database(tmp_path / "x.db")
+        db = SQLiteDatabase(tmp_path / "x.db")
         await db.open()
         try:
             async with db.write() as conn:
