@@ -48,7 +48,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 
 @pytest.fixture
 def database_url(request: pytest.FixtureRequest) -> str:
-    """"" (SQLite in the root), or with `--database postgresql` a new database of the run's cluster."""
+    """ "" (SQLite in the root), or with `--database postgresql` a new database of the run's cluster."""
     if request.config.getoption("--database") != "postgresql":
         return ""
     return request.getfixturevalue("postgres_cluster").fresh_database()

@@ -50,6 +50,7 @@ class ModelCatalogue:
         self.watcher: ModelWatcher | None = None
         self.loaded = asyncio.Event()
         self.first_sync = asyncio.Event()
+        self._yaml_seen: tuple[int, int] | None = None
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -147,18 +148,43 @@ class ModelCatalogue:
 
     # -- reading (any thread) ----------------------------------------------------------------------
 
+    def _follow_shared_yaml(self) -> None:
+        """On a shared root another server may have changed models.yaml: read it again when its size or mtime
+        moved (one stat per read), and announce what changed."""
+        if not self.settings.shared_database or not self.loaded.is_set():
+            return
+        try:
+            stat = self.registry.yaml_path.stat()
+        except OSError:
+            return
+        seen = (stat.st_mtime_ns, stat.st_size)
+        if seen == self._yaml_seen:
+            return
+        self._yaml_seen = seen
+        try:
+            change = self.registry.load()
+        except RegistryError as exc:
+            self._load_error = str(exc)
+            return
+        if change is not None and any(change):
+            added, removed, updated = change
+            self.emit(ModelsChanged(added=added, removed=removed, updated=updated))
+
     def get(self, base_model: str, model_type: str, model_name: str) -> ModelConfig:
         """The registered model; KeyError when there is none."""
+        self._follow_shared_yaml()
         return self.registry.entries[f"{base_model}/{model_type}/{model_name}"]
 
     def existing(self, key: str) -> ModelConfig:
         """The registered model; ModelNotFound when there is none."""
+        self._follow_shared_yaml()
         config = self.registry.get(key)
         if config is None:
             raise ModelNotFound(f"model {key} not found")
         return config
 
     def list_models(self, base_models: Sequence[str] | None = None, model_type: str | None = None) -> list[ModelConfig]:
+        self._follow_shared_yaml()
         configs = list(self.registry.entries.values())
         return sorted(
             (

@@ -37,6 +37,7 @@ class ServerProcess:
         watch: bool = False,
         env: dict[str, str] | None = None,
         port: int | None = None,
+        args: list[str] | None = None,
     ) -> None:
         self.root = root
         self.log_path = log_path
@@ -55,7 +56,7 @@ class ServerProcess:
             log.write(f"--- serve --root {root} --port {self.port}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "server", "serve", "--root", str(root), "--port", str(self.port)],
+                [sys.executable, "-m", "server", "serve", "--root", str(root), "--port", str(self.port), *(args or [])],
                 cwd=REPO,
                 env=environment,
                 stdout=log,
