@@ -52,8 +52,21 @@ class PostgresCluster:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         done = subprocess.run(
-            [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database]
-            + ["-v", "ON_ERROR_STOP=1", "-Atc", sql],
+            [
+                str(self.bin / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-Atc",
+                sql,
+            ],
             capture_output=True,
             text=True,
             check=True,

@@ -64,7 +64,7 @@ class DeleteAfterFirstStatement:
     """The real reader, with another client's delete of three images committed right after the first statement
     read through it (what concurrent requests do by chance)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: SQLiteDatabase) -> None:
         self.db = db
         self.statements = 0
 

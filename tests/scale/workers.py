@@ -23,8 +23,22 @@ class WorkerProcess:
         with open(log_path, "ab") as log:
             self._log_start = log.tell()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "server", "worker", "--database", database, "--root", str(root)]
-                + ["--name", name, "--lease", str(lease_s), "--device", "cpu"],
+                [
+                    sys.executable,
+                    "-m",
+                    "server",
+                    "worker",
+                    "--database",
+                    database,
+                    "--root",
+                    str(root),
+                    "--name",
+                    name,
+                    "--lease",
+                    str(lease_s),
+                    "--device",
+                    "cpu",
+                ],
                 cwd=REPO,
                 env=environment,
                 stdout=log,
