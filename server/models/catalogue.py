@@ -256,7 +256,8 @@ class ModelCatalogue:
 
     def embedding_widths(self, config: ModelConfig) -> dict[str, int]:
         """part -> width of a registered embedding's vectors, read from its header (nothing is loaded)."""
-        from server.models import embeddings, probe
+        from server.models import embeddings, state_dict_shapes
+        from server.models.probe_result import NotAModel
 
         path = self.absolute_path(config)
         if path.is_dir():
@@ -264,8 +265,8 @@ class ModelCatalogue:
                 (path / n for n in ("learned_embeds.safetensors", "learned_embeds.bin") if (path / n).is_file()), path
             )
         try:
-            return embeddings.widths(probe.tensor_shapes(path))
-        except (probe.NotAModel, OSError):
+            return embeddings.widths(state_dict_shapes.tensor_shapes(path))
+        except (NotAModel, OSError):
             return {}
 
     def text_encoder_width(self, config: ModelConfig, part: str = "text_encoder") -> int | None:

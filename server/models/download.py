@@ -14,7 +14,7 @@ import urllib.parse
 from pathlib import Path
 
 from server.models.errors import ModelsUnavailable, PathNotFound, UnsupportedModel
-from server.models.probe import MODEL_SUFFIXES
+from server.models.model_files import MODEL_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from stat import S_ISDIR
 
+from server.models.model_files import FOLDER_MARKERS, MODEL_SUFFIXES
 from server.models.paths import inside
-from server.models.probe import FOLDER_MARKERS, MODEL_SUFFIXES
 from server.models.schema import BASE_MODELS, MODEL_TYPES
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from server.models import probe as probing
+from server.models.model_files import FOLDER_MARKERS
 from server.models.paths import normpath
 from server.models.registry import Registry
 from server.models.scanner import Candidate, candidates
@@ -30,7 +31,7 @@ SETTLE_S = 5.0
 STABLE_S = 0.5
 
 Fingerprint = tuple[int, int, int]  # (kind, size, mtime_ns)
-_FOLDER_FINGERPRINT_FILES = ("model_index.json", "config.json", *sorted(probing.FOLDER_MARKERS))
+_FOLDER_FINGERPRINT_FILES = ("model_index.json", "config.json", *sorted(FOLDER_MARKERS))
 
 
 def fingerprint(path: str) -> Fingerprint | None:

@@ -217,6 +217,17 @@ def fuzz_document(document: dict[str, Any], root: Path, seeded: Seeded) -> dict[
 # tests/a1111 runs the valid ones.
 GENERATING = r"^/sdapi/v1/(txt2img|img2img|extra-single-image|extra-batch-images)$"
 
+# The coverage phase walks every boundary and invalid value of a schema, and a graph's `nodes` (one schema per
+# node type) makes that about 8,600 cases, 60-70 s, for each route whose body holds a graph. The workflow routes
+# validate their graph with POST /sessions/' own check (server/http/workflows.py), so the short form leaves their
+# graph's walk to that route; they still get their examples, fuzzing and stateful runs (bench/fuzz_soak.py keeps
+# every phase everywhere). Schemathesis' per-operation configuration, in its TOML.
+SHARED_GRAPH_ROUTES_SKIP_COVERAGE = """
+[[operations]]
+include-name = ["POST /api/v1/workflows/", "PUT /api/v1/workflows/{workflow_id}"]
+phases.coverage.enabled = false
+"""
+
 # Every check Schemathesis has but one: `positive_data_acceptance` expects any request the schemas allow to
 # succeed, while most of our 422s are about what JSON Schema cannot say (an image or board that does not
 # exist, a graph whose edges do not fit, a file that is not an image) and are the right answer.
@@ -231,6 +242,10 @@ class FuzzReport:
     failures: list[dict[str, Any]]
     errors: list[Any]
     output: str
+    operations: dict[str, Any] = field(default_factory=dict)  # total, selected, tested, errored, skipped
+    phases: dict[str, str] = field(default_factory=dict)  # phase -> status ("success", "skipped", ...)
+    # operation -> phase -> outcome -> count, for the schema-valid cases only ("accepted", "rejected", ...)
+    valid_rates: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -247,14 +262,19 @@ def run_fuzzer(
     max_time: float | None = None,
     timeout: float = 1800,
     extra_args: tuple[str, ...] = (),
+    config: str = "",
 ) -> FuzzReport:
-    """Run the Schemathesis CLI (every phase: examples, coverage, fuzzing, stateful) against `base_url`."""
+    """Run the Schemathesis CLI (every phase: examples, coverage, fuzzing, stateful) against `base_url`;
+    `config` is schemathesis.toml text (e.g. SHARED_GRAPH_ROUTES_SKIP_COVERAGE)."""
     workdir.mkdir(parents=True, exist_ok=True)
     schema_file = workdir / "openapi.json"
     schema_file.write_text(json.dumps(document))
+    config_file = workdir / "schemathesis.toml"
+    config_file.write_text(config)
     report_dir = workdir / "report"
     command = [
-        sys.executable, "-m", "schemathesis.cli", "run", str(schema_file), "--url", base_url, *CHECKS,
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config_file),
+        "run", str(schema_file), "--url", base_url, *CHECKS,
         "--max-examples", str(max_examples), "--seed", str(seed), "--workers", "1", "--continue-on-failure",
         "--request-timeout", "120", "--generation-database", "none", "--no-color",
         "--report", "json", "--report-dir", str(report_dir),
@@ -274,4 +294,7 @@ def run_fuzzer(
         failures=report["failures"],
         errors=report["errors"],
         output=done.stdout + done.stderr,
+        operations=report["operations"],
+        phases={name: phase["status"] for name, phase in report["phases"].items()},
+        valid_rates=report.get("valid_rates") or {},
     )
