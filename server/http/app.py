@@ -69,6 +69,8 @@ class AppConfig(msgspec.Struct, kw_only=True):
     upload_max_bytes: int
     # Why models.yaml could not be read, when it could not; the file is left untouched until fixed.
     models_yaml_error: str | None = None
+    # `sqlite`, or `postgresql (URL without its password)` when servers and workers share a database.
+    database: str = "sqlite"
 
 
 @operation("Liveness probe; answers before torch is loaded", tags=("app",), responses={200: Health})
@@ -108,6 +110,7 @@ async def app_config(request: Request) -> Response:
             token_required=settings.token is not None,
             upload_max_bytes=settings.upload_max_bytes,
             models_yaml_error=svc.models.yaml_error,
+            database=svc.db.describe(),
         )
     )
 

@@ -1,0 +1,128 @@
+"""The shared queue's rules inside one process on a real PostgreSQL (the multi-process behaviour is in
+test_workers.py): an expired lease puts a session back first in line, `max_attempts` lost tries fail it, what a
+lost try published goes; and the settings and SQL translation that PostgreSQL needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+from starlette.testclient import TestClient
+
+from server.app import build_app
+from server.cli import main as cli_main
+from server.config import Settings, SettingsError, load_settings
+from server.db_postgres import redacted, translate
+from server.graph.shared_queue import SharedExecutor
+from server.graph.standard import txt2img_graph
+from tests.conftest import BASE_URL
+from tests.images.conftest import png_bytes
+from tests.postgres import PostgresCluster
+
+MODEL = {"model_name": "tiny", "base_model": "sd-1", "model_type": "main"}
+
+
+@pytest.fixture
+def api_only(tmp_path, postgres_cluster: PostgresCluster, tiny_model_files) -> Iterator[TestClient]:
+    """A server on a fresh PostgreSQL database that runs no sessions: nothing claims what is queued."""
+    settings = Settings(
+        root=str(tmp_path / "root"),
+        watch=False,
+        database=postgres_cluster.fresh_database(),
+        run_sessions=False,
+        max_attempts=2,
+    )
+    with TestClient(build_app(settings), base_url=BASE_URL, raise_server_exceptions=False) as client:
+        imported = client.post("/api/v1/models/import", json={"location": str(tiny_model_files["diffusers"])})
+        assert imported.status_code == 201, imported.text
+        yield client
+
+
+def _as_if_a_worker_took_it(client: TestClient, session_id: str, attempts: int) -> None:
+    """What a worker's claim writes, with a lease that has already run out (the worker died)."""
+    executor: SharedExecutor = client.app.state.services.executor
+
+    async def claim() -> None:
+        async with executor.db.connection() as conn:
+            data = await conn.fetchval("SELECT data FROM sessions WHERE id = $1", session_id)
+            session = msgspec.json.decode(data)
+            session.update(status="running", worker="gone", attempts=attempts, started_at="2000-01-01T00:00:00+00:00")
+            await conn.execute(
+                "UPDATE sessions SET data = $1, lease_owner = 'gone', lease_expires_at = now() - interval '1 second' "
+                "WHERE id = $2",
+                msgspec.json.encode(session).decode(),
+                session_id,
+            )
+
+    client.portal.call(claim)
+
+
+def test_an_expired_lease_puts_the_session_back_first_in_line_then_fails_it_after_max_attempts(api_only) -> None:
+    client = api_only
+    executor: SharedExecutor = client.app.state.services.executor
+    ids = []
+    for seed in (1, 2):
+        created = client.post("/api/v1/sessions/", json=txt2img_graph(MODEL, "x", width=64, height=64, seed=seed))
+        ids.append(created.json()["id"])
+        assert client.put(f"/api/v1/sessions/{ids[-1]}/invoke").status_code == 202
+    first, second = ids
+    assert client.get("/api/v1/queue").json()["pending"] == [first, second]
+
+    # The lost try had published an image of this session.
+    uploaded = client.post("/api/v1/images/upload", files={"file": ("a.png", png_bytes(), "image/png")}).json()
+    assert client.patch(f"/api/v1/images/{uploaded['image_name']}", json={"session_id": first}).status_code == 200
+
+    _as_if_a_worker_took_it(client, first, attempts=1)
+    assert client.portal.call(executor.reap) == [first]
+    back = client.get(f"/api/v1/sessions/{first}").json()
+    assert (back["status"], back["attempts"]) == ("queued", 1)
+    assert client.get(f"/api/v1/images/{uploaded['image_name']}").status_code == 404
+    client.portal.call(executor._refresh_status)
+    assert client.get("/api/v1/queue").json()["pending"] == [first, second], "not first in line again"
+
+    _as_if_a_worker_took_it(client, first, attempts=2)
+    assert client.portal.call(executor.reap) == [first]
+    failed = client.get(f"/api/v1/sessions/{first}").json()
+    assert failed["status"] == "failed"
+    assert "stopped answering 2 time(s)" in " ".join(failed["errors"].values())
+
+
+def test_a_running_session_is_not_reaped_while_its_lease_holds(api_only) -> None:
+    client = api_only
+    executor: SharedExecutor = client.app.state.services.executor
+    created = client.post("/api/v1/sessions/", json=txt2img_graph(MODEL, "x", width=64, height=64)).json()
+    assert client.put(f"/api/v1/sessions/{created['id']}/invoke").status_code == 202
+
+    async def hold() -> None:
+        async with executor.db.connection() as conn:
+            await conn.execute(
+                "UPDATE sessions SET lease_owner = 'alive', lease_expires_at = now() + interval '1 minute' "
+                "WHERE id = $1",
+                created["id"],
+            )
+
+    client.portal.call(hold)
+    assert client.portal.call(executor.reap) == []
+
+
+def test_workers_lists_no_one_on_an_api_only_server(api_only) -> None:
+    assert api_only.get("/api/v1/workers").json() == {"workers": []}
+    assert api_only.get("/api/v1/app/config").json()["database"].startswith("postgresql (postgresql://postgres@")
+
+
+def test_placeholders_become_numbered_outside_quoted_text() -> None:
+    sql = "SELECT count(*) FROM images INDEXED BY images_filters WHERE a = ? AND b LIKE '?%' AND c IN (?, ?)"
+    assert translate(sql) == "SELECT count(*) FROM images WHERE a = $1 AND b LIKE '?%' AND c IN ($2, $3)"
+
+
+def test_a_password_never_shows() -> None:
+    assert redacted("postgresql://me:secret@db:5432/x") == "postgresql://me:***@db:5432/x"
+    assert redacted("postgresql://me@db/x") == "postgresql://me@db/x"
+
+
+def test_a_database_that_is_not_postgresql_is_refused_naming_the_setting(capsys) -> None:
+    with pytest.raises(SettingsError, match="`database`"):
+        load_settings({"database": "mysql://db/x"}, environ={})
+    assert cli_main(["worker", "--database", "sqlite:///x.db", "--root", "/tmp/nowhere"]) == 2
+    assert "`database`" in capsys.readouterr().err
