@@ -7,15 +7,10 @@ which the start-up reconciliation removes; so a reader sees either nothing or a 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
-import os
-import stat
 import threading
-import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -29,9 +24,10 @@ from server.images.boards import Boards
 from server.images.cache import CachedFile, FileCache, cached_file
 from server.images.embedded import stripped_graph_json
 from server.images.errors import ImageNotFound, UnknownBoard
-from server.images.files import PNG_COMPRESS_LEVEL, TEMP_PREFIX, UPLOAD_PNG_COMPRESS_LEVEL, ImageFiles, WrittenImage
+from server.images.files import PNG_COMPRESS_LEVEL, UPLOAD_PNG_COMPRESS_LEVEL, ImageFiles, WrittenImage
 from server.images.metadata import is_json
 from server.images.names import is_image_name, new_image_name, thumbnail_name
+from server.images.reconcile import Reconciler, ReconcileReport
 from server.images.schema import ImageCategory, ImageDTO, ImageMetadata, ImagePatch, ListImagesQuery
 from server.images.upload import decode_upload
 
@@ -40,8 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Files younger than this on a shared root are never taken for leftovers: some process may still be writing them.
-SHARED_ROOT_GRACE_S = 600.0
 PATCHABLE = ("image_category", "is_intermediate", "board_id", "starred", "session_id")
 
 
@@ -50,13 +44,6 @@ PATCHABLE = ("image_category", "is_intermediate", "board_id", "starred", "sessio
 GraphOf = Callable[[str], Awaitable[msgspec.Raw | None]]
 # The `imagegraph_workflow` chunk (JSON) for images of a session that came from a saved workflow, or None.
 WorkflowOf = Callable[[str], Awaitable[str | None]]
-
-
-class ReconcileReport(msgspec.Struct, kw_only=True):
-    files_removed: list[str] = []
-    records_removed: list[str] = []
-    thumbnails_rebuilt: list[str] = []
-    strays_removed: list[str] = []
 
 
 class ImageService:
@@ -80,21 +67,30 @@ class ImageService:
         self._pending: set[str] = set()
         # Bumped by every deletion, so a file read that raced a deletion is not put back into the cache.
         self._deletions = 0
-        self._reconcile_task: asyncio.Task[ReconcileReport] | None = None
-        self.reconciled = threading.Event()
-        self.reconcile_report: ReconcileReport | None = None
+        self.reconciler = Reconciler(settings, self.files, db, pending=self._pending, delete=self.delete)
 
     # Lifecycle
 
     async def start(self) -> None:
         """Reconcile in the background, so the server answers its first request at once."""
-        self._reconcile_task = asyncio.create_task(self._reconcile_logged(), name="images-reconcile")
+        self.reconciler.start()
 
     async def stop(self) -> None:
-        if self._reconcile_task is not None and not self._reconcile_task.done():
-            self._reconcile_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconcile_task
+        await self.reconciler.stop()
+
+    @property
+    def reconciled(self) -> threading.Event:
+        """Set once start-up reconciliation has finished (or failed)."""
+        return self.reconciler.done
+
+    @property
+    def reconcile_report(self) -> ReconcileReport | None:
+        """What start-up reconciliation did; None until it has finished."""
+        return self.reconciler.report
+
+    async def reconcile(self) -> ReconcileReport:
+        """Remove files without records (and leftover temp files), records without files; rebuild thumbnails."""
+        return await self.reconciler.run()
 
     # Writing
 
@@ -372,93 +368,6 @@ class ImageService:
 
         text = await asyncio.to_thread(read_chunk)
         return None if text is None else msgspec.Raw(text)
-
-    # Start-up reconciliation
-
-    async def _reconcile_logged(self) -> ReconcileReport:
-        try:
-            report = await self.reconcile()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("image reconciliation failed; it runs again at the next start")
-            report = ReconcileReport()
-        self.reconcile_report = report
-        self.reconciled.set()
-        return report
-
-    async def reconcile(self) -> ReconcileReport:
-        """Remove files without records (and leftover temp files), records without files; rebuild thumbnails."""
-        report = ReconcileReport()
-        images, thumbnails, strays = await asyncio.to_thread(self.files.listing)
-        known = await records.all_names(self.db.read)
-        # On a shared root (several servers and workers), another process may be writing right now.
-        recent = _written_within(SHARED_ROOT_GRACE_S) if self.settings.shared_database else _never
-
-        for path in strays:
-            if recent(path):
-                continue
-            # A temp file of a write in progress carries its final name; everything else stray goes.
-            if path.name.startswith(TEMP_PREFIX) and any(name in path.name for name in self._pending):
-                continue
-            if await asyncio.to_thread(self.files.remove_stray, path):
-                report.strays_removed.append(path.name)
-
-        for name in sorted((images | thumbnails) - known):
-            # Pending first, then the record: a write still running, or one that committed since the listing,
-            # is spared.
-            if name in self._pending or recent(self.files.image_path(name)):
-                continue
-            if await records.image_exists(self.db.read, name):
-                continue
-            await asyncio.to_thread(self.files.delete, name)
-            report.files_removed.append(name)
-
-        missing = []
-        for name in sorted(known - images):
-            on_disk = await asyncio.to_thread(_is_regular_file, self.files.image_path(name))
-            if not on_disk:
-                missing.append(name)
-        report.records_removed = await self.delete(missing)
-
-        for name in sorted((known & images) - thumbnails):
-            try:
-                await asyncio.to_thread(self.files.write_thumbnail, name)
-                report.thumbnails_rebuilt.append(name)
-            except (OSError, ValueError) as exc:
-                log.warning("could not rebuild the thumbnail of %s: %s", name, exc)
-
-        for what, names in (
-            ("files without a record", report.files_removed),
-            ("records without a file", report.records_removed),
-            ("stray entries", report.strays_removed),
-            ("missing thumbnails rebuilt", report.thumbnails_rebuilt),
-        ):
-            if names:
-                shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
-                log.warning("image reconciliation: %d %s: %s", len(names), what, shown)
-        return report
-
-
-def _written_within(seconds: float) -> Callable[[Path], bool]:
-    def recent(path: Path) -> bool:
-        try:
-            return time.time() - os.lstat(path).st_mtime < seconds
-        except OSError:
-            return False
-
-    return recent
-
-
-def _never(path: Path) -> bool:
-    return False
-
-
-def _is_regular_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _a1111_parameters(metadata: str) -> str | None:

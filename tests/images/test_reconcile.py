@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from server.app import build_app
 from server.config import Settings
-from server.images.service import ReconcileReport
+from server.images.reconcile import ReconcileReport
 from tests.conftest import BASE_URL
 from tests.images.conftest import call, png_bytes, service, upload
 
