@@ -18,8 +18,9 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from server.config import Settings
-from server.db import Database, open_database
+from server.db import Database
 from server.db_postgres import PostgresDatabase
+from server.db_sqlite import SQLiteDatabase
 from server.events import Emit, ServerEvent
 from server.graph.executor import Executor
 from server.graph.session import SessionStore
@@ -70,6 +71,13 @@ def api_routes() -> list[BaseRoute]:
         *queue_routes.routes,
         *workflow_routes.routes,
     ]
+
+
+def open_database(settings: Settings) -> Database:
+    """The engine `settings.database` names: a `postgresql://` URL, or the SQLite file in the root."""
+    if settings.shared_database:
+        return PostgresDatabase(settings.database)
+    return SQLiteDatabase(settings.db_path)
 
 
 def build_services(settings: Settings, db: Database, hub: EventHub, emit: Emit | None = None) -> Services:

@@ -14,14 +14,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 
 from server.clock import utc_now
-
-if TYPE_CHECKING:
-    from server.config import Settings
 
 T = TypeVar("T", bound=msgspec.Struct)
 Dialect = Literal["sqlite", "postgresql"]
@@ -173,17 +170,6 @@ class Database(ABC):
     def describe(self) -> str:
         """Where the data is, for logs (no password)."""
         return self.dialect
-
-
-def open_database(settings: Settings) -> Database:
-    """The engine `settings.database` names: a `postgresql://` URL, or the SQLite file in the root."""
-    if settings.database.startswith(("postgresql://", "postgres://")):
-        from server.db_postgres import PostgresDatabase
-
-        return PostgresDatabase(settings.database)
-    from server.db_sqlite import SQLiteDatabase
-
-    return SQLiteDatabase(settings.db_path)
 
 
 class ItemStorage(Generic[T]):

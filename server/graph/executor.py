@@ -58,12 +58,15 @@ class QueueState(msgspec.Struct):
     pending: list[str]
 
 
+WorkerState = Literal["idle", "busy", "lost"]
+
+
 class WorkerInfo(msgspec.Struct, kw_only=True):
     """One process that runs sessions, as GET /api/v1/workers lists it."""
 
     name: str
     device: str
-    state: Literal["idle", "busy", "lost"]
+    state: WorkerState
     session_id: str | None
     # Main models (and others) with parts in its model cache: a session for one of them runs there first.
     models_loaded: list[str]

@@ -29,8 +29,9 @@ from server.clock import utc_now
 from server.config import Settings
 from server.events import Emit, QueueStatus, SessionCanceled, SessionComplete
 from server.graph.context import RunServices
-from server.graph.executor import Executor, QueueState, SessionConflict, WorkerInfo, WorkerList
-from server.graph.session import FINISHED, Session, SessionStore
+from server.graph.executor import Executor, QueueState, SessionConflict, WorkerList
+from server.graph.leases import QUEUE_CHANNEL, list_workers, reap_expired_leases
+from server.graph.session import Session, SessionStore
 from server.models.errors import ModelsUnavailable
 from server.models.schema import ModelIdentifier
 
@@ -41,14 +42,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-QUEUE_CHANNEL = "imagegraph_queue"
 CANCEL_CHANNEL = "imagegraph_cancel"
 # How long the first session in line may be passed over for one whose model a worker has loaded.
 AFFINITY_WAIT_S = 10.0
 # How many of the first queued sessions a claim looks at for affinity.
 AFFINITY_WINDOW = 16
 POLL_S = 1.0
-LOST_REASON = "its worker stopped answering {attempts} time(s) (max_attempts {max_attempts}); invoke it again"
 
 _session_decoder = msgspec.json.Decoder(Session)
 _encoder = msgspec.json.Encoder()
@@ -61,10 +60,6 @@ def main_model_key(session: Session) -> str | None:
         if isinstance(model, ModelIdentifier) and model.model_type == "main":
             return model.key
     return None
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 class SharedExecutor(Executor):
@@ -88,6 +83,7 @@ class SharedExecutor(Executor):
         self._claim_wake = asyncio.Event()
         self._status_wake = asyncio.Event()
         self._lost_session = False
+        self._status_tasks: set[asyncio.Task[None]] = set()
 
     # life cycle
 
@@ -228,10 +224,11 @@ class SharedExecutor(Executor):
         self._claim_wake.set()
 
     def _queue_changed(self) -> None:
-        # The base executor calls this synchronously around a run; the state is re-read in the background.
-        self._status_wake.set()
-        state = self.status()
-        self.emit(QueueStatus(running=state.running, pending=state.pending))
+        # The base executor calls this synchronously around a run (after the claim, after the final save): the
+        # queue is read back in the background and announced as the database has it then.
+        task = asyncio.get_running_loop().create_task(self._queue_changed_shared())
+        self._status_tasks.add(task)
+        task.add_done_callback(self._status_tasks.discard)
 
     async def _maintain(self) -> None:
         """Reap expired leases, mark silent workers lost, keep the queue status fresh."""
@@ -254,58 +251,8 @@ class SharedExecutor(Executor):
     async def reap(self) -> list[str]:
         """Sessions whose lease ran out go back to the queue (or fail after max_attempts); what their lost try
         published is deleted. Returns their ids."""
-        reaped: list[tuple[Session, str | None]] = []
-        async with self.db.connection() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT data, lease_owner FROM sessions WHERE status = 'running' "
-                "AND (lease_expires_at IS NULL OR lease_expires_at < now()) FOR UPDATE SKIP LOCKED"
-            )
-            for data, owner in rows:
-                session = _session_decoder.decode(data)
-                if self._running is not None and self._running.id == session.id:
-                    continue  # ours: the heartbeat renews it
-                if session.attempts >= self.settings.max_attempts:
-                    session.status = "failed"
-                    reason = LOST_REASON.format(attempts=session.attempts, max_attempts=self.settings.max_attempts)
-                    session.errors[session.executed[-1] if session.executed else session.graph.id] = reason
-                else:
-                    session.status = "queued"  # queued_at is kept: first in line again
-                session.updated_at = utc_now()
-                await conn.execute(
-                    "UPDATE sessions SET data = $1, updated_at = $2, lease_owner = NULL, lease_expires_at = NULL "
-                    "WHERE id = $3",
-                    _encoder.encode(session).decode(),
-                    session.updated_at,
-                    session.id,
-                )
-                reaped.append((session, owner))
-            await conn.execute(
-                "UPDATE workers SET state = 'lost' WHERE state <> 'lost' "
-                "AND last_seen < now() - make_interval(secs => lease_s)"
-            )
-            if reaped:
-                await conn.execute("SELECT pg_notify($1, $2)", QUEUE_CHANNEL, "reaped")
-        for session, owner in reaped:
-            log.warning(
-                "session %s lost its worker %s; %s",
-                session.id,
-                owner,
-                "failed" if session.status == "failed" else "queued again",
-            )
-            await self._remove_lost_images(session)
-            if session.status in FINISHED:
-                self.emit(SessionComplete(session_id=session.id, status=session.status))
-        return [session.id for session, _ in reaped]
-
-    async def _remove_lost_images(self, session: Session) -> None:
-        if session.started_at is None:
-            return
-        async with self.db.read.execute(
-            "SELECT image_name FROM images WHERE session_id = ? AND created_at >= ?", (session.id, session.started_at)
-        ) as cursor:
-            names = [row[0] for row in await cursor.fetchall()]
-        if names:
-            await self.images.delete(names)
+        own = self._running.id if self._running is not None else None
+        return await reap_expired_leases(self.db, self.settings, self.images, self.emit, own)
 
     # the worker
 
@@ -469,20 +416,4 @@ class SharedExecutor(Executor):
         return True
 
     async def workers(self) -> WorkerList:
-        rows = await self.db.pool.fetch(
-            "SELECT name, device, state, session_id, models_loaded, last_seen, "
-            "(last_seen < now() - make_interval(secs => lease_s)) AS silent FROM workers ORDER BY name"
-        )
-        return WorkerList(
-            workers=[
-                WorkerInfo(
-                    name=row["name"],
-                    device=row["device"],
-                    state="lost" if row["silent"] else row["state"],
-                    session_id=row["session_id"],
-                    models_loaded=msgspec.json.decode(row["models_loaded"]),
-                    last_seen=_iso(row["last_seen"]),
-                )
-                for row in rows
-            ]
-        )
+        return await list_workers(self.db)

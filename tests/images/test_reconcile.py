@@ -7,9 +7,11 @@ The crash is real: a child process stores an image and dies with os._exit at the
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,14 @@ from tests.conftest import BASE_URL
 from tests.images.conftest import call, png_bytes, service, upload
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """SQLite, whatever `--database` says: the crashing child writes through SQLite, and on a shared root
+    (PostgreSQL) reconciliation spares fresh files on purpose (the last test here)."""
+    return Settings(root=str(tmp_path / "root"), watch=False)
+
 
 CHILD = textwrap.dedent(
     """
@@ -185,3 +195,17 @@ def test_open_image_gives_a_decoded_copy(client, uploaded):
         call(client, service(client).open_image, "00000000-0000-4000-8000-000000000000.png")
     with pytest.raises(LookupError):
         call(client, service(client).open_image, "../../etc/passwd")
+
+
+def test_a_shared_root_spares_fresh_files_another_process_may_be_writing(tmp_path, postgres_cluster):
+    settings = Settings(root=str(tmp_path / "root"), watch=False, database=postgres_cluster.fresh_database())
+    settings.create_layout()
+    fresh, old = settings.images_dir / "fresh.txt", settings.images_dir / "old.txt"
+    fresh.write_text("a worker on another machine may be writing this")
+    old.write_text("left by a crash an hour ago")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    with restart(settings) as client:
+        assert service(client).reconciled.wait(30)
+        assert service(client).reconcile_report.strays_removed == ["old.txt"]
+    assert fresh.exists() and not old.exists()
