@@ -190,7 +190,7 @@ def main() -> None:
             try:
                 claim_latencies(server, 2)
                 results["claim_pg"] = claim_latencies(server, 20)
-                # 3. throughput, 1 worker then 2
+                # 3. throughput, 1 worker then 2 (each with torch's default threads: one per core)
                 results["one_worker"] = throughput(server, args.sessions)
                 second = WorkerProcess(database, folder / "pg-root", "w2", folder / "w2.log")
                 try:
@@ -200,6 +200,18 @@ def main() -> None:
                     second.stop()
             finally:
                 worker.stop()
+            # 2 workers with one thread each: the two cores split between them instead of oversubscribed
+            single = {"OMP_NUM_THREADS": "1"}
+            pair = [
+                WorkerProcess(database, folder / "pg-root", name, folder / f"{name}.log", env=single)
+                for name in ("t1", "t2")
+            ]
+            try:
+                claim_latencies(server, 2)
+                results["two_workers_one_thread"] = throughput(server, args.sessions)
+            finally:
+                for item in pair:
+                    item.stop()
         # 2. events to 100 clients
         results["events_sqlite"] = events_per_second(folder, "", servers=1)
         results["events_pg"] = events_per_second(folder, cluster.fresh_database(), servers=2)
@@ -215,10 +227,11 @@ def main() -> None:
     print(f"claim latency, PostgreSQL worker:     p50 {ms(results['claim_pg'], 50)}, p99 {ms(results['claim_pg'], 99)}")
     print(f"events/s to 100 clients, SQLite one server:        {results['events_sqlite']:.0f}")
     print(f"events/s to 100 clients, PostgreSQL two servers:   {results['events_pg']:.0f}")
-    ratio = results["two_workers"] / results["one_worker"]
+    one = results["one_worker"]
     print(
-        f"throughput, {args.sessions} sessions 64² 4 steps: 1 worker {results['one_worker']:.2f}/s, "
-        f"2 workers {results['two_workers']:.2f}/s ({ratio:.2f}×)"
+        f"throughput, {args.sessions} sessions 64² 4 steps: 1 worker {one:.2f}/s, "
+        f"2 workers {results['two_workers']:.2f}/s ({results['two_workers'] / one:.2f}×), "
+        f"2 workers of 1 thread {results['two_workers_one_thread']:.2f}/s ({results['two_workers_one_thread'] / one:.2f}×)"
     )
     print(
         f"median claim latency ratio PostgreSQL/SQLite: {median(results['claim_pg']) / median(results['claim_sqlite']):.2f}×"

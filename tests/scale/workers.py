@@ -16,10 +16,18 @@ from tests.reliability.process import REPO, WAIT
 class WorkerProcess:
     """`python -m server worker --database URL --root ROOT --name NAME --lease LEASE`, logging to a file."""
 
-    def __init__(self, database: str, root: Path, name: str, log_path: Path, lease_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        database: str,
+        root: Path,
+        name: str,
+        log_path: Path,
+        lease_s: float = 3.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.log_path = log_path
-        environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
         with open(log_path, "ab") as log:
             self._log_start = log.tell()
             self.process = subprocess.Popen(
