@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,7 +20,6 @@ from starlette.staticfiles import StaticFiles
 
 from server.config import Settings
 from server.db import Database
-from server.db_postgres import PostgresDatabase
 from server.db_sqlite import SQLiteDatabase
 from server.events import Emit, ServerEvent
 from server.graph.executor import Executor
@@ -47,7 +47,6 @@ from server.models.operations import ModelOperations
 from server.models.paths import PathRules
 from server.models.transforms import ModelTransforms
 from server.services import Services
-from server.ws.event_log import EventLog
 from server.ws.hub import EventHub
 from server.ws.messages import ClientRequest
 
@@ -76,6 +75,9 @@ def api_routes() -> list[BaseRoute]:
 def open_database(settings: Settings) -> Database:
     """The engine `settings.database` names: a `postgresql://` URL, or the SQLite file in the root."""
     if settings.shared_database:
+        # Imported only then: asyncpg and the shared queue stay out of the embedded server's start-up.
+        from server.db_postgres import PostgresDatabase
+
         return PostgresDatabase(settings.database)
     return SQLiteDatabase(settings.db_path)
 
@@ -112,11 +114,24 @@ def build_services(settings: Settings, db: Database, hub: EventHub, emit: Emit |
 def _executor(
     settings: Settings, emit: Emit, sessions: SessionStore, images: ImageService, models: ModelCatalogue, db: Database
 ) -> Executor:
-    if isinstance(db, PostgresDatabase):
+    if settings.shared_database:
+        from server.db_postgres import PostgresDatabase
         from server.graph.shared_queue import SharedExecutor
 
+        assert isinstance(db, PostgresDatabase)
         return SharedExecutor(settings, emit, sessions, images, models, db)
     return Executor(settings, emit, sessions, images, models)
+
+
+def _event_log(settings: Settings, db: Database, hub: EventHub) -> Any:
+    """On a shared database, the events table every server relays into its hub (server/ws/event_log.py)."""
+    if not settings.shared_database:
+        return None
+    from server.db_postgres import PostgresDatabase
+    from server.ws.event_log import EventLog
+
+    assert isinstance(db, PostgresDatabase)
+    return EventLog(db, hub, settings.ws_replay_events)
 
 
 def build_app(settings: Settings) -> Starlette:
@@ -146,10 +161,12 @@ def build_app(settings: Settings) -> Starlette:
         hub = EventHub(settings.ws_replay_events, settings.ws_client_queue)
         hub.bind(asyncio.get_running_loop())
         hub.add_listener(Journal())
-        event_log = EventLog(db, hub, settings.ws_replay_events) if isinstance(db, PostgresDatabase) else None
+        event_log = _event_log(settings, db, hub)
         svc = build_services(settings, db, hub, event_log.emit if event_log else None)
         app.state.services = svc
         app.state.event_log = event_log
+        if event_log is not None:
+            hub.add_listener(svc.executor.on_event)  # type: ignore[attr-defined]  # the SharedExecutor's
         # If a service fails to start, the ones already started are stopped again, in reverse order.
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(db.close)

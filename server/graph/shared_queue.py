@@ -27,10 +27,11 @@ import msgspec
 
 from server.clock import utc_now
 from server.config import Settings
-from server.events import Emit, QueueStatus, SessionCanceled, SessionComplete
+from server.events import Emit, Event, ModelsChanged, QueueStatus, SessionCanceled, SessionComplete
 from server.graph.context import RunServices
 from server.graph.executor import Executor, QueueState, SessionConflict, WorkerList
 from server.graph.leases import QUEUE_CHANNEL, list_workers, reap_expired_leases
+from server.graph.model_identity import ModelIdentities
 from server.graph.session import Session, SessionStore
 from server.models.errors import ModelsUnavailable
 from server.models.schema import ModelIdentifier
@@ -84,6 +85,7 @@ class SharedExecutor(Executor):
         self._status_wake = asyncio.Event()
         self._lost_session = False
         self._status_tasks: set[asyncio.Task[None]] = set()
+        self.identities = ModelIdentities(db, models)
 
     # life cycle
 
@@ -325,6 +327,10 @@ class SharedExecutor(Executor):
                     await asyncio.wait_for(self._claim_wake.wait(), POLL_S)
                 continue
             try:
+                problem = await self.identities.problem(session)
+                if problem is not None:
+                    await self._refuse(session, *problem)
+                    continue
                 await self._run_session(session, services)
             except Exception:
                 log.exception("the worker failed to run session %s", session.id)
@@ -375,6 +381,26 @@ class SharedExecutor(Executor):
         with contextlib.suppress(Exception):
             await self._announce("busy")
         return session
+
+    async def _refuse(self, session: Session, node_id: str, reason: str) -> None:
+        """Fail a claimed session without running it."""
+        log.error("session %s refused: %s", session.id, reason)
+        session.status = "failed"
+        session.errors[node_id] = reason
+        try:
+            await self._store_final(session)
+        finally:
+            self._running = None
+            self._idle.set()
+        self.emit(SessionComplete(session_id=session.id, status="failed"))
+        self._queue_changed()
+
+    def on_event(self, event: Event) -> None:
+        """A hub listener (servers): models changed on disk are recorded afresh at their next use."""
+        if isinstance(event, ModelsChanged) and (event.updated or event.removed):
+            task = asyncio.get_running_loop().create_task(self.identities.forget([*event.updated, *event.removed]))
+            self._status_tasks.add(task)
+            task.add_done_callback(self._status_tasks.discard)
 
     # saves of the running session: only while this worker holds its lease
 

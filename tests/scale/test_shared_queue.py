@@ -4,6 +4,8 @@ lost try published goes; and the settings and SQL translation that PostgreSQL ne
 
 from __future__ import annotations
 
+import shutil
+import time
 from collections.abc import Iterator
 
 import msgspec
@@ -14,6 +16,7 @@ from server.app import build_app
 from server.cli import main as cli_main
 from server.config import Settings, SettingsError, load_settings
 from server.db_postgres import redacted, translate
+from server.events import ModelsChanged
 from server.graph.shared_queue import SharedExecutor
 from server.graph.standard import txt2img_graph
 from tests.conftest import BASE_URL
@@ -126,3 +129,27 @@ def test_a_database_that_is_not_postgresql_is_refused_naming_the_setting(capsys)
         load_settings({"database": "mysql://db/x"}, environ={})
     assert cli_main(["worker", "--database", "sqlite:///x.db", "--root", "/tmp/nowhere"]) == 2
     assert "`database`" in capsys.readouterr().err
+
+
+def test_a_worker_refuses_a_model_file_that_differs_from_the_recorded_one(tmp_path, postgres_cluster, tiny_model_files):
+    copy = tmp_path / "mine" / "tiny"
+    shutil.copytree(tiny_model_files["diffusers"], copy)
+    settings = Settings(root=str(tmp_path / "root"), watch=False, database=postgres_cluster.fresh_database())
+    with TestClient(build_app(settings), base_url=BASE_URL, raise_server_exceptions=False) as client:
+        assert client.post("/api/v1/models/import", json={"location": str(copy)}).status_code == 201
+        executor: SharedExecutor = client.app.state.services.executor
+        created = client.post("/api/v1/sessions/", json=txt2img_graph(MODEL, "x", width=64, height=64)).json()
+        stored = client.portal.call(executor.store.get, created["id"])
+        assert client.portal.call(executor.identities.problem, stored) is None  # the first use records it
+
+        weights = next(copy.joinpath("unet").glob("*.safetensors"))
+        weights.write_bytes(weights.read_bytes() + b"\0")  # another copy behind this machine's mount
+        node, why = client.portal.call(executor.identities.problem, stored)
+        assert node == "model" and "sd-1/main/tiny" in why and str(copy) in why
+
+        # A server's sync saw the model change: its new file is recorded at the next use.
+        client.portal.call(executor.on_event, ModelsChanged(added=[], removed=[], updated=["sd-1/main/tiny"]))
+        deadline = time.monotonic() + 10
+        while client.portal.call(executor.identities.problem, stored) is not None:
+            assert time.monotonic() < deadline, "the recorded identity was not forgotten"
+            time.sleep(0.05)

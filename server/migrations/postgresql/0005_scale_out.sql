@@ -12,6 +12,14 @@ ALTER TABLE sessions ADD COLUMN model_key TEXT;
 ALTER TABLE sessions ADD COLUMN run_one_node BOOLEAN NOT NULL DEFAULT false;
 CREATE INDEX sessions_queue ON sessions (status, queued_at, rowid);
 
+-- What each model's file is (size and a hash of its ends, server/graph/model_identity.py), as the first process
+-- to use it found it: a worker whose copy differs refuses the session.
+CREATE TABLE model_identities (
+    key TEXT PRIMARY KEY,
+    identity TEXT NOT NULL,
+    recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
 CREATE TABLE workers (
     name TEXT PRIMARY KEY,
     device TEXT NOT NULL,
