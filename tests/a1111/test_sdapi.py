@@ -203,6 +203,16 @@ def test_hires_doubles_the_size(sd: httpx.Client):
     assert "Hires upscale: 2" in body["info"]["infotexts"][0]
 
 
+@pytest.mark.parametrize(("upscaler", "mode"), [("Nearest", "nearest"), ("Lanczos", "lanczos"), ("None", "lanczos")])
+def test_pixel_hires_upscalers_resize_the_first_image(sd: httpx.Client, upscaler: str, mode: str):
+    body = txt2img(sd, enable_hr=True, hr_scale=2, hr_second_pass_steps=2, hr_upscaler=upscaler)
+    assert picture(body["images"][0]).size == (128, 128)
+    assert not [w for w in body["info"]["warnings"] if "hr_upscaler" in w]
+    assert f"Hires upscaler: {upscaler}" in body["info"]["infotexts"][0]
+    graph = sd.get(sd.base_url.join(f"/api/v1/sessions/{body['info']['session_ids'][0]}")).json()["graph"]
+    assert graph["nodes"]["hires_image"]["resample_mode"] == mode
+
+
 def test_missing_extensions_are_warnings_not_errors(sd: httpx.Client):
     body = txt2img(sd, restore_faces=True, tiling=True, script_name="x/y/z plot")
     assert len(body["images"]) == 1

@@ -328,6 +328,16 @@ def test_the_hires_pass_makes_an_image_twice_the_size(app):
     assert by_model["decode"].shape == (128, 128, 3)
 
 
+def test_the_hires_pass_can_resize_the_first_image_in_pixels(app):
+    """A1111's `Lanczos` and `Nearest` hires upscalers: the decoded first image, resized, encoded again."""
+    for mode, resample in (("nearest", Image.Resampling.NEAREST), ("lanczos", Image.Resampling.LANCZOS)):
+        session, images = run(app, hires={"scale": 2.0, "strength": 0.5, "image_resize": mode})
+        first = Image.fromarray(images["hires_decode"].astype(np.uint8))
+        assert np.array_equal(images["hires_image"], pixels(first.resize((128, 128), resample=resample))), mode
+        assert images["decode"].shape == (128, 128, 3)
+        assert "hires_resize" not in session["graph"]["nodes"]
+
+
 def test_a_hires_graph_by_hand(app):
     """txt2img → lscale ×2 → denoise_latents at 0.5, as the issue writes it."""
     client, recorder = app

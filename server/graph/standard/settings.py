@@ -53,8 +53,9 @@ class ControlSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class HiresSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """A second pass at a larger size (hires fix): the first image's latents resized (or the image upscaled with
-    an `upscale` model and encoded again), then denoised at `strength`."""
+    """A second pass at a larger size (hires fix): the first image's latents resized (or the image decoded,
+    upscaled with an `upscale` model or resized in pixels with `image_resize`, and encoded again), then denoised
+    at `strength`."""
 
     scale: Annotated[float, msgspec.Meta(gt=1, le=4)] = 2.0
     strength: Fraction = 0.5
@@ -62,6 +63,9 @@ class HiresSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     upscaler: ModelIdentifier | None = None
     latent_mode: Literal["nearest", "nearest-exact", "bilinear", "bicubic", "area"] = "bilinear"
     antialias: bool = False
+    # Resize the decoded first image in pixels instead of its latents (A1111's `Lanczos` / `Nearest` hires
+    # upscalers); ignored when `upscaler` is set, whose output is resized with Lanczos.
+    image_resize: Literal["lanczos", "nearest"] | None = None
 
 
 class OutpaintSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

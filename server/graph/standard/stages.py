@@ -207,6 +207,12 @@ def refiner(graph: Builder, settings: RefinerSettings, latents: Output) -> tuple
     return ("refiner_denoise", "latents"), ("refiner_model", "vae")
 
 
+def _hires_method(hires: HiresSettings) -> str:
+    if hires.upscaler is not None:
+        return "esrgan"
+    return hires.image_resize or hires.latent_mode
+
+
 def hires_size(settings: GenerationSettings, hires: HiresSettings) -> tuple[int, int]:
     """The second pass's width and height: the first's times `scale`, to a multiple of 8."""
     return (round(settings.width * hires.scale / 8) * 8, round(settings.height * hires.scale / 8) * 8)
@@ -217,7 +223,7 @@ def hires(graph: Builder, settings: HiresSettings, latents: Output, unet: Output
     then denoised again at `strength` with new noise of the larger size."""
     generation = graph.settings
     width, height = hires_size(generation, settings)
-    if settings.upscaler is None:
+    if settings.upscaler is None and settings.image_resize is None:
         graph.add(
             "hires_resize",
             "lresize",
@@ -232,12 +238,14 @@ def hires(graph: Builder, settings: HiresSettings, latents: Output, unet: Output
         graph.add("hires_decode", "l2i", is_intermediate=True)
         graph.wire(latents, "hires_decode", "latents")
         graph.wire(vae, "hires_decode", "vae")
-        graph.add("hires_upscale", "esrgan", model=msgspec.to_builtins(settings.upscaler), is_intermediate=True)
-        graph.wire(("hires_decode", "image"), "hires_upscale", "image")
-        graph.add(
-            "hires_image", "img_resize", width=width, height=height, resample_mode="lanczos", is_intermediate=True
-        )
-        graph.wire(("hires_upscale", "image"), "hires_image", "image")
+        first: Output = ("hires_decode", "image")
+        if settings.upscaler is not None:
+            graph.add("hires_upscale", "esrgan", model=msgspec.to_builtins(settings.upscaler), is_intermediate=True)
+            graph.wire(first, "hires_upscale", "image")
+            first = ("hires_upscale", "image")
+        mode = "lanczos" if settings.upscaler is not None else settings.image_resize
+        graph.add("hires_image", "img_resize", width=width, height=height, resample_mode=mode, is_intermediate=True)
+        graph.wire(first, "hires_image", "image")
         graph.add("hires_encode", "i2l")
         graph.wire(("hires_image", "image"), "hires_encode", "image")
         graph.wire(vae, "hires_encode", "vae")
@@ -320,7 +328,7 @@ def metadata(
         width, height = hires_size(settings, settings.hires)
         fields.update(
             hrf_enabled=True,
-            hrf_method="esrgan" if settings.hires.upscaler is not None else settings.hires.latent_mode,
+            hrf_method=_hires_method(settings.hires),
             hrf_strength=settings.hires.strength,
             hrf_scale=settings.hires.scale,
             hrf_width=width,

@@ -293,7 +293,8 @@ def _hires(request: Any, catalogue: Catalogue, warnings: list[str]) -> dict[str,
     if upscaler in LATENT_UPSCALERS:
         hires["latent_mode"], hires["antialias"] = LATENT_UPSCALERS[upscaler]
     elif upscaler in PIXEL_UPSCALERS:
-        warnings.append(f"hr_upscaler {upscaler!r}: the first pass is resized as latents (bilinear) instead")
+        # A1111 resizes the decoded first image; "None" is its plain resize, Lanczos.
+        hires["image_resize"] = "nearest" if upscaler == "Nearest" else "lanczos"
     else:
         found = find_model(catalogue.upscalers, upscaler, "hr_upscaler", "upscaler")
         hires["upscaler"] = msgspec.to_builtins(found.identifier)
