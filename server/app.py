@@ -116,7 +116,7 @@ def _executor(
 ) -> Executor:
     if settings.shared_database:
         from server.db_postgres import PostgresDatabase
-        from server.graph.shared_queue import SharedExecutor
+        from server.graph.shared_worker import SharedExecutor
 
         assert isinstance(db, PostgresDatabase)
         return SharedExecutor(settings, emit, sessions, images, models, db)

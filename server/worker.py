@@ -14,7 +14,7 @@ from server.app import build_services
 from server.config import Settings
 from server.db_postgres import PostgresDatabase
 from server.events import Event
-from server.graph.shared_queue import SharedExecutor
+from server.graph.shared_worker import SharedExecutor
 from server.journal import Journal
 from server.ws.event_log import EventLog
 from server.ws.hub import EventHub

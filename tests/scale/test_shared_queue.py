@@ -17,7 +17,7 @@ from server.cli import main as cli_main
 from server.config import Settings, SettingsError, load_settings
 from server.db_postgres import redacted, translate
 from server.events import ModelsChanged
-from server.graph.shared_queue import SharedExecutor
+from server.graph.shared_worker import SharedExecutor
 from server.graph.standard import txt2img_graph
 from tests.conftest import BASE_URL
 from tests.images.conftest import png_bytes
