@@ -9,6 +9,7 @@ import { initGenerate } from "./generate.js";
 import { initModels } from "./models.js";
 import { bus, store } from "./state.js";
 import { initViewer } from "./viewer.js";
+import { initWorkers } from "./workers.js";
 import { LiveSocket } from "./ws.js";
 
 const PAGES = ["generate", "gallery", "workflow", "models"];
@@ -53,6 +54,7 @@ function setConnection(state) {
   const el = $("#connection");
   el.dataset.state = state;
   el.textContent = CONNECTION_TEXT[state] ?? state;
+  bus.emit("connection", state);
 }
 
 async function boot() {
@@ -70,6 +72,7 @@ async function boot() {
   initGallery();
   initGenerate();
   initModels();
+  initWorkers();
   const editor = initEditor();
   // Pages load their lists once the subscription is in place (nothing slips between list and events). If the
   // socket is slow to come up, they load anyway; the socket's own first "ready" then only catches up.

@@ -1,5 +1,5 @@
 // A tiny event bus and the few pieces of state several pages read. Pages subscribe to server events by type
-// (`bus.on("image_created", fn)`) and to UI events ("resync", "use-settings", "models-loaded").
+// (`bus.on("image_created", fn)`) and to UI events ("ready", "connection", "use-settings", "models-loaded", ...).
 
 export class Emitter {
   #handlers = new Map();

@@ -6,7 +6,8 @@ at 1280×800, plus the gallery, the generate page and the workflow editor at 390
 with a LoRA and an embedding, and once more with an SDXL model, a LoRA and the refiner (a taller window, so
 the whole form shows); the viewer shows that SDXL image's settings. The workflow editor is shown with a saved
 workflow just run, and once more with a 422 on its nodes. Last, Generate with a ControlNet (Canny, with its
-edge-map preview) and the inpaint canvas with a mask painted over an image."""
+edge-map preview) and the inpaint canvas with a mask painted over an image; and the header's workers list as a
+shared PostgreSQL with three workers answers it (the page is handed those answers)."""
 
 from __future__ import annotations
 
@@ -158,6 +159,7 @@ def take(out: Path) -> None:
 
                 workflow(page, server, out)
                 control_and_inpaint(page, server, out)
+                workers(page, out)
                 browser.close()
         finally:
             server.stop()
@@ -216,6 +218,64 @@ def workflow(page, server: ServerProcess, out: Path) -> None:
     page.click('[data-action="invoke"]')
     page.wait_for_selector('[data-node-id="denoise"][data-state="invalid"]')
     page.screenshot(path=str(out / "workflow-invalid.png"))
+
+
+# What GET /workers and the config's `database` say on a shared PostgreSQL with three workers.
+SHARED_WORKERS = [
+    {
+        "name": "gpu-box:0",
+        "device": "cuda",
+        "state": "busy",
+        "session_id": "3f2c9a4e-8d1b-4c6f-9a2e-5b7d1c0e4f31",
+        "models_loaded": ["sd-1/main/tiny"],
+        "last_seen": "2025-06-01T12:00:00Z",
+    },
+    {
+        "name": "gpu-box:1",
+        "device": "cuda",
+        "state": "idle",
+        "session_id": None,
+        "models_loaded": ["sdxl/main/tiny-xl"],
+        "last_seen": "2025-06-01T12:00:00Z",
+    },
+    {
+        "name": "laptop",
+        "device": "mps",
+        "state": "lost",
+        "session_id": "9b7e0c12-4a5d-4f3e-8c21-6d0f9e8a7b54",
+        "models_loaded": [],
+        "last_seen": "2025-06-01T11:58:30Z",
+    },
+]
+SHARED_DATABASE = "postgresql (postgresql://imagegraph@db.lan:5432/imagegraph)"
+
+
+def workers(page, out: Path) -> None:
+    """The header's workers list as a shared PostgreSQL shows it. This server is one process on SQLite, so
+    the browser is handed that deployment's answers (routes), and the page is otherwise this server's."""
+
+    def config(route) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "database": SHARED_DATABASE})
+
+    page.route("**/api/v1/app/config", config)
+    page.route("**/api/v1/workers", lambda route: route.fulfill(json={"workers": SHARED_WORKERS}))
+    page.reload()  # the config is read once, at start-up
+    page.wait_for_selector('#workers[data-count="3"]')
+    page.click("#workers summary")
+    page.wait_for_selector("#workers-list", state="visible")
+    page.mouse.move(0, 0)
+    panel = page.locator(".workers-panel").bounding_box()
+    top_right = {
+        "x": panel["x"] - 24,
+        "y": 0,
+        "width": 1280 - panel["x"] + 24,
+        "height": panel["y"] + panel["height"] + 16,
+    }
+    page.screenshot(path=str(out / "workers.png"), clip=top_right)
+    page.keyboard.press("Escape")
+    page.unroute("**/api/v1/workers")
+    page.unroute("**/api/v1/app/config")
 
 
 def lighthouse_png(size: int = 256) -> bytes:
