@@ -40,6 +40,15 @@ AFFINITY_WAIT_S = 10.0
 AFFINITY_WINDOW = 16
 
 
+def affinity_pick(queue: list[tuple[str, str | None]], loaded: set[str], now: datetime) -> int:
+    """Which of the first queued sessions ((queued_at, main model key), oldest first) a worker that has `loaded`
+    takes: the oldest, unless it has waited less than AFFINITY_WAIT_S and a later one's model is loaded here."""
+    queued_at, model = queue[0]
+    if model in loaded or (now - datetime.fromisoformat(queued_at)).total_seconds() >= AFFINITY_WAIT_S:
+        return 0
+    return next((index for index, (_, key) in enumerate(queue) if key in loaded), 0)
+
+
 class SharedExecutor(SharedQueue):
     """The shared queue, and with `run_sessions` a worker that claims and runs sessions in this process."""
 
@@ -151,7 +160,7 @@ class SharedExecutor(SharedQueue):
         loaded = set(self.models_loaded())
         async with self.db.connection() as conn, conn.transaction():
             rows = await conn.fetch(
-                "SELECT data, model_key, run_one_node FROM sessions WHERE status = 'queued' "
+                "SELECT data, model_key, run_one_node, coalesce(queued_at, updated_at) FROM sessions WHERE status = 'queued' "
                 "ORDER BY queued_at, rowid LIMIT $1 FOR UPDATE SKIP LOCKED",
                 AFFINITY_WINDOW,
             )
@@ -159,12 +168,8 @@ class SharedExecutor(SharedQueue):
                 return None
             with contextlib.suppress(ModelsUnavailable):
                 self.models.reload()  # models.yaml as the servers last wrote it (unchanged bytes: no work)
-            chosen = rows[0]
-            head = _session_decoder.decode(rows[0][0])
-            waited = (datetime.now(UTC) - datetime.fromisoformat(head.queued_at or head.updated_at)).total_seconds()
-            if waited < AFFINITY_WAIT_S and rows[0][1] not in loaded:
-                chosen = next((row for row in rows if row[1] in loaded), rows[0])
-            session = head if chosen is rows[0] else _session_decoder.decode(chosen[0])
+            chosen = rows[affinity_pick([(row[3], row[1]) for row in rows], loaded, datetime.now(UTC))]
+            session = _session_decoder.decode(chosen[0])
             parked = self._parked.pop(session.id, None)
             if parked is not None and parked.session.executed == session.executed:
                 self._parked[session.id] = parked

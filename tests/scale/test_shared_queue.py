@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
@@ -17,7 +18,7 @@ from server.cli import main as cli_main
 from server.config import Settings, SettingsError, load_settings
 from server.db_postgres import redacted, translate
 from server.events import ModelsChanged
-from server.graph.shared_worker import SharedExecutor
+from server.graph.shared_worker import AFFINITY_WAIT_S, SharedExecutor, affinity_pick
 from server.graph.standard import txt2img_graph
 from tests.conftest import BASE_URL
 from tests.images.conftest import png_bytes
@@ -153,3 +154,17 @@ def test_a_worker_refuses_a_model_file_that_differs_from_the_recorded_one(tmp_pa
         while client.portal.call(executor.identities.problem, stored) is not None:
             assert time.monotonic() < deadline, "the recorded identity was not forgotten"
             time.sleep(0.05)
+
+
+def test_a_worker_takes_a_session_for_the_model_it_has_loaded_but_never_keeps_the_oldest_waiting_long() -> None:
+    now = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
+
+    def queued(seconds_ago: float) -> str:
+        return (now - timedelta(seconds=seconds_ago)).isoformat()
+
+    queue = [(queued(5), "sd-1/main/a"), (queued(4), "sd-1/main/b"), (queued(3), "sd-1/main/c")]
+    assert affinity_pick(queue, {"sd-1/main/c"}, now) == 2, "the loaded model's session first"
+    assert affinity_pick(queue, {"sd-1/main/x"}, now) == 0, "nothing loaded matches: first in line"
+    assert affinity_pick(queue, {"sd-1/main/a", "sd-1/main/c"}, now) == 0, "the oldest's model is loaded too"
+    waited = [(queued(AFFINITY_WAIT_S), "sd-1/main/a"), *queue[1:]]
+    assert affinity_pick(waited, {"sd-1/main/c"}, now) == 0, "the oldest waited long enough: its turn"
