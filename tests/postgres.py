@@ -7,12 +7,13 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.reliability.process import free_port
 
 PG_BIN_CANDIDATES = [Path("/usr/lib/postgresql/15/bin"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"))]
 _counter = itertools.count()
@@ -29,12 +30,6 @@ def pg_bin() -> Path | None:
 def _as_postgres(args: list[str]) -> list[str]:
     # Clusters refuse to run as root; as any other user, run as that user.
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -118,7 +113,7 @@ def start_cluster() -> PostgresCluster:
         check=True,
         capture_output=True,
     )
-    cluster = PostgresCluster(folder, _free_port(), binaries)
+    cluster = PostgresCluster(folder, free_port(), binaries)
     cluster.start()
     deadline = time.monotonic() + 30
     while True:

@@ -248,14 +248,18 @@ class Executor:
         state = self.status()
         self.emit(QueueStatus(running=state.running, pending=state.pending))
 
-    async def _work(self) -> None:
-        services = RunServices(
+    def _run_services(self) -> RunServices:
+        """What a run's nodes reach (models, images, events), on this loop."""
+        return RunServices(
             settings=self.settings,
             emit=self._emit_from_run,
             loader=self.loader,
             images=self.images,
             loop=asyncio.get_running_loop(),
         )
+
+    async def _work(self) -> None:
+        services = self._run_services()
         await self.models.ready()  # sessions name models: wait until models.yaml has been read
         while not self._stopping:
             while not self._pending:

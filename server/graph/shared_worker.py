@@ -20,7 +20,6 @@ import asyncpg
 from server.clock import utc_now
 from server.config import Settings
 from server.events import Emit, Event, ModelsChanged, SessionComplete
-from server.graph.context import RunServices
 from server.graph.leases import QUEUE_CHANNEL
 from server.graph.model_identity import ModelIdentities
 from server.graph.session import Session, SessionStore
@@ -128,13 +127,7 @@ class SharedExecutor(SharedQueue):
             self._cancel.set()
 
     async def _work(self) -> None:
-        services = RunServices(
-            settings=self.settings,
-            emit=self._emit_from_run,
-            loader=self.loader,
-            images=self.images,
-            loop=asyncio.get_running_loop(),
-        )
+        services = self._run_services()
         await self.models.ready()
         while not self._stopping:
             try:

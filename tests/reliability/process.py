@@ -25,6 +25,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM (a clean stop), then SIGKILL if it takes longer than 30 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
 class ServerProcess:
     """`python -m server serve --root <root>` on a free loopback port; its log goes to `log_path` (a file, not a
     pipe: a pipe nobody reads fills up and blocks the server)."""
@@ -111,13 +122,7 @@ class ServerProcess:
         self.http.close()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        stop_process(self.process)
         self.http.close()
 
     def __enter__(self) -> ServerProcess:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.reliability.process import REPO, WAIT
+from tests.reliability.process import REPO, WAIT, stop_process
 
 
 class WorkerProcess:
@@ -69,10 +69,4 @@ class WorkerProcess:
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        stop_process(self.process)
