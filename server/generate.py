@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -184,6 +185,35 @@ async def generate(request: Request, run: Run, make_bar: Callable[..., Any], say
         await client.close()
 
 
+async def until_interrupted(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` until it ends or Ctrl-C cancels it (then KeyboardInterrupt). asyncio.run's own handler cancels
+    once, and a cancel that lands while httpx closes a response (inside anyio's shielded cleanup) is dropped:
+    the run then went on to its last step (tests/ws/test_generation.py). So the cancel is repeated until the
+    work has stopped."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        if not task.done():
+            task.cancel()
+            loop.call_later(0.25, interrupt)
+
+    loop.add_signal_handler(signal.SIGINT, interrupt)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    if interrupted:
+        raise KeyboardInterrupt  # it ended just as Ctrl-C came
+
+
 async def _watch(client: Client, request: Request, run: Run, make_bar: Callable[..., Any], say) -> None:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -348,7 +378,7 @@ def main(request: Request, stdout: TextIO = sys.stdout, stderr: TextIO = sys.std
 
     run.note = lambda line: tqdm.write(line, file=stderr)
     try:
-        asyncio.run(generate(request, run, make_bar, say))
+        asyncio.run(until_interrupted(generate(request, run, make_bar, say)))
     except GenerateError as exc:
         _close_bars(run)
         print(f"imagegraph: {exc}", file=stderr)
