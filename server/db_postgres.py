@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -143,6 +143,18 @@ class PostgresDatabase(Database):
         """A pooled connection for the queue's own transactions (no process-wide turn-taking)."""
         async with self.pool.acquire() as conn:
             yield conn
+
+    async def listen(self, channels: Mapping[str, Callable[..., None]], what: str) -> asyncpg.Connection | None:
+        """A connection of its own that LISTENs on `channels` (name -> callback); None, with a warning, while the
+        database cannot be reached: the caller polls meanwhile and tries again."""
+        try:
+            connection = await asyncpg.connect(self.url)
+            for channel, callback in channels.items():
+                await connection.add_listener(channel, callback)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("cannot LISTEN for %s yet (polling instead): %s", what, exc)
+            return None
+        return connection
 
     async def migrate(self) -> list[int]:
         async with self.pool.acquire() as conn:

@@ -7,6 +7,9 @@ test may pass a list's `append`. Whoever publishes stamps `seq` and `timestamp`;
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +18,8 @@ import msgspec
 from server.images.schema import ImageDTO
 from server.models.schema import ModelIdentifier
 
+log = logging.getLogger(__name__)
+
 
 class Event(msgspec.Struct, tag_field="type", kw_only=True):
     seq: int = 0
@@ -22,6 +27,18 @@ class Event(msgspec.Struct, tag_field="type", kw_only=True):
 
 
 Emit = Callable[[Event], None]
+
+
+def on_loop(loop: asyncio.AbstractEventLoop | None, loop_thread: int | None, handle: Emit, event: Event) -> None:
+    """`handle(event)` on the loop's thread: at once when already there (or before a loop is bound), else handed
+    over without waiting. After the loop closed (a worker finishing a step at shutdown) nobody is left to tell."""
+    if loop is None or threading.get_ident() == loop_thread:
+        handle(event)
+        return
+    try:
+        loop.call_soon_threadsafe(handle, event)
+    except RuntimeError:
+        log.debug("dropped %s emitted after the event loop closed", type(event).__name__)
 
 
 class SessionStarted(Event, tag="session_started"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -98,13 +99,11 @@ class SharedQueue(Executor):
                 await self._listener.close()
 
     async def _listen(self) -> None:
-        try:
-            self._listener = await asyncpg.connect(self.db.url)
-            await self._listener.add_listener(QUEUE_CHANNEL, self._queue_notified)
-            await self._listener.add_listener(CANCEL_CHANNEL, self._cancel_notified)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("cannot LISTEN for the queue yet (polling instead): %s", exc)
-            self._listener = None
+        channels: dict[str, Callable[..., None]] = {
+            QUEUE_CHANNEL: self._queue_notified,
+            CANCEL_CHANNEL: self._cancel_notified,
+        }
+        self._listener = await self.db.listen(channels, "the queue")
 
     def _queue_notified(self, *_: object) -> None:
         self._claim_wake.set()

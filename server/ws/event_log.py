@@ -24,7 +24,7 @@ import asyncpg
 import msgspec
 
 from server.clock import utc_now
-from server.events import Event, ServerEvent
+from server.events import Event, ServerEvent, on_loop
 
 if TYPE_CHECKING:
     from server.db_postgres import PostgresDatabase
@@ -69,13 +69,7 @@ class EventLog:
 
     def emit(self, event: Event) -> None:
         """Queue an event for the table. Never blocks; from another thread it is handed to the loop."""
-        if self._loop is None or threading.get_ident() == self._loop_thread:
-            self._queue(event)
-            return
-        try:
-            self._loop.call_soon_threadsafe(self._queue, event)
-        except RuntimeError:
-            log.debug("dropped %s emitted after the event loop closed", type(event).__name__)
+        on_loop(self._loop, self._loop_thread, self._queue, event)
 
     def _queue(self, event: Event) -> None:
         self._outbox.append(event)
@@ -165,12 +159,7 @@ class EventLog:
         await self._listen()
 
     async def _listen(self) -> None:
-        try:
-            self._listener = await asyncpg.connect(self.db.url)
-            await self._listener.add_listener(EVENTS_CHANNEL, self._notified)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("cannot LISTEN for events yet (polling instead): %s", exc)
-            self._listener = None
+        self._listener = await self.db.listen({EVENTS_CHANNEL: self._notified}, "events")
 
     def _notified(self, *_: object) -> None:
         self._relay_wake.set()

@@ -21,7 +21,7 @@ from typing import Literal, NamedTuple
 import msgspec
 
 from server.clock import utc_now
-from server.events import Event, GeneratorProgress, Pong, ResyncRequired
+from server.events import Event, GeneratorProgress, Pong, ResyncRequired, on_loop
 from server.ws.subscriber import ProgressKey, Subscriber
 
 log = logging.getLogger(__name__)
@@ -77,14 +77,7 @@ class EventHub:
 
     def emit(self, event: Event) -> None:
         """Publish `event` (any thread). Never blocks: from another thread it is handed to the loop."""
-        if self._loop is None or threading.get_ident() == self._loop_thread:
-            self._publish(event)
-            return
-        try:
-            self._loop.call_soon_threadsafe(self._publish, event)
-        except RuntimeError:
-            # The loop has closed (shutdown while the worker finished a step): nobody is left to tell.
-            log.debug("dropped %s emitted after the event loop closed", type(event).__name__)
+        on_loop(self._loop, self._loop_thread, self._publish, event)
 
     def _publish(self, event: Event) -> None:
         self._seq += 1
