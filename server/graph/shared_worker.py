@@ -19,6 +19,7 @@ import asyncpg
 
 from server.clock import utc_now
 from server.config import Settings
+from server.db import Queryable
 from server.events import Emit, Event, ModelsChanged, SessionComplete
 from server.graph.leases import QUEUE_CHANNEL
 from server.graph.model_identity import ModelIdentities
@@ -63,6 +64,8 @@ class SharedExecutor(SharedQueue):
         super().__init__(settings, emit, store, images, models, db)
         self._lost_session = False
         self.identities = ModelIdentities(db, models)
+        if settings.run_sessions:
+            images.publish_guard = self._may_publish
 
     async def start(self) -> None:
         await super().start()
@@ -119,6 +122,20 @@ class SharedExecutor(SharedQueue):
             self._lose(session)
         elif row[0]:
             self._cancel.set()
+
+    async def _may_publish(self, conn: Queryable, session_id: str) -> bool:
+        """Whether an image of this session may be published: only while this worker's lease on it holds, so a
+        worker cut off from the database publishes nothing once its lease has run out. FOR SHARE keeps the
+        reaper off the session until the image's transaction ends; it then deletes the image with the rest of
+        the lost try."""
+        async with conn.execute(
+            "SELECT 1 FROM sessions WHERE id = ? AND lease_owner = ? AND lease_expires_at > now() FOR SHARE",
+            (session_id, self.name),
+        ) as cursor:
+            holds = await cursor.fetchone() is not None
+        if not holds and self._running is not None and self._running.id == session_id:
+            self._lose(self._running)
+        return holds
 
     def _lose(self, session: Session) -> None:
         if self._running is session and not self._lost_session:

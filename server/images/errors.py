@@ -31,3 +31,12 @@ class UnknownImage(ValueError):
     def __init__(self, image_name: str) -> None:
         super().__init__(f"No image named {image_name!r}")
         self.image_name = image_name
+
+
+class AttemptLost(RuntimeError):
+    """A session's image came from a try that no longer holds the session (its lease ran out and another worker
+    may be running it): the image is not published."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id} is no longer this worker's; its image was not kept")
+        self.session_id = session_id

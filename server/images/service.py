@@ -17,13 +17,13 @@ import msgspec
 
 from server.clock import utc_now
 from server.config import Settings
-from server.db import Database
+from server.db import Database, Queryable
 from server.events import Emit, ImageCreated, ImageDeleted, ImageUpdated
 from server.images import records
 from server.images.boards import Boards
 from server.images.cache import CachedFile, FileCache, cached_file
 from server.images.embedded import stripped_graph_json
-from server.images.errors import ImageNotFound, UnknownBoard
+from server.images.errors import AttemptLost, ImageNotFound, UnknownBoard
 from server.images.files import PNG_COMPRESS_LEVEL, UPLOAD_PNG_COMPRESS_LEVEL, ImageFiles, WrittenImage
 from server.images.metadata import is_json
 from server.images.names import is_image_name, new_image_name, thumbnail_name
@@ -44,6 +44,9 @@ PATCHABLE = ("image_category", "is_intermediate", "board_id", "starred", "sessio
 GraphOf = Callable[[str], Awaitable[msgspec.Raw | None]]
 # The `imagegraph_workflow` chunk (JSON) for images of a session that came from a saved workflow, or None.
 WorkflowOf = Callable[[str], Awaitable[str | None]]
+# Whether the try that runs this session may still publish its images, asked inside the transaction that would
+# insert the record (on a shared database: the worker still holds the session's lease).
+PublishGuard = Callable[[Queryable, str], Awaitable[bool]]
 
 
 class ImageService:
@@ -68,6 +71,7 @@ class ImageService:
         # Bumped by every deletion, so a file read that raced a deletion is not put back into the cache.
         self._deletions = 0
         self.reconciler = Reconciler(settings, self.files, db, pending=self._pending, delete=self.delete)
+        self.publish_guard: PublishGuard | None = None
 
     # Lifecycle
 
@@ -221,6 +225,9 @@ class ImageService:
                 async with self.db.write() as conn:
                     if board_id is not None and not await self.boards.exists(board_id, conn):
                         raise UnknownBoard(board_id)
+                    guard = self.publish_guard
+                    if session_id is not None and guard is not None and not await guard(conn, session_id):
+                        raise AttemptLost(session_id)
                     await records.insert_image(conn, record, metadata, graph, workflow)
             except BaseException:
                 await asyncio.to_thread(self.files.delete, name)

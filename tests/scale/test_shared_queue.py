@@ -11,15 +11,17 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
+from PIL import Image
 from starlette.testclient import TestClient
 
 from server.app import build_app
 from server.cli import main as cli_main
 from server.config import Settings, SettingsError, load_settings
 from server.db_postgres import redacted, translate
-from server.events import ModelsChanged
+from server.events import ImageCreated, ModelsChanged
 from server.graph.shared_worker import AFFINITY_WAIT_S, SharedExecutor, affinity_pick
 from server.graph.standard import txt2img_graph
+from server.images.errors import AttemptLost
 from tests.conftest import BASE_URL
 from tests.images.conftest import png_bytes
 from tests.postgres import PostgresCluster
@@ -168,3 +170,51 @@ def test_a_worker_takes_a_session_for_the_model_it_has_loaded_but_never_keeps_th
     assert affinity_pick(queue, {"sd-1/main/a", "sd-1/main/c"}, now) == 0, "the oldest's model is loaded too"
     waited = [(queued(AFFINITY_WAIT_S), "sd-1/main/a"), *queue[1:]]
     assert affinity_pick(waited, {"sd-1/main/c"}, now) == 0, "the oldest waited long enough: its turn"
+
+
+def test_a_worker_whose_lease_ran_out_publishes_no_image_of_that_session(
+    tmp_path, postgres_cluster, tiny_model_files
+) -> None:
+    """A worker cut off from the database (alive, its heartbeat failing) may still finish a step and save an
+    image: once its lease has run out, that image gets no record, no file and no `image_created`."""
+    settings = Settings(root=str(tmp_path / "root"), watch=False, database=postgres_cluster.fresh_database())
+    with TestClient(build_app(settings), base_url=BASE_URL, raise_server_exceptions=False) as client:
+        executor: SharedExecutor = client.app.state.services.executor
+        images = client.app.state.services.images
+        assert client.post("/api/v1/models/import", json={"location": str(tiny_model_files["diffusers"])}).is_success
+        session_id = client.post("/api/v1/sessions/", json=txt2img_graph(MODEL, "x", width=64, height=64)).json()["id"]
+        seen: list = []
+        client.app.state.services.events.add_listener(seen.append)
+
+        def lease(seconds: int) -> None:
+            async def set_lease() -> None:
+                async with executor.db.connection() as conn:
+                    await conn.execute(
+                        "UPDATE sessions SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2) "
+                        "WHERE id = $3",
+                        executor.name,
+                        seconds,
+                        session_id,
+                    )
+
+            client.portal.call(set_lease)
+
+        def save():
+            return client.portal.call(lambda: images.save(Image.new("RGB", (8, 8)), session_id=session_id))
+
+        lease(60)
+        kept = save()
+        lease(-1)
+        with pytest.raises(AttemptLost, match=session_id):
+            save()
+        lease(60)
+        later = save()  # the try holds the lease again: its images are published
+        deadline = time.monotonic() + 10
+        while len([e for e in seen if isinstance(e, ImageCreated)]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # an event for the refused image would have come by now
+        announced = [e.image.image_name for e in seen if isinstance(e, ImageCreated)]
+        assert announced == [kept.image_name, later.image_name]
+        assert client.get("/api/v1/images/", params={"limit": 10}).json()["total"] == 2
+        on_disk = sorted(p.name for p in settings.images_dir.glob("*.png"))
+        assert on_disk == sorted(announced), "the refused image's file was left behind"
