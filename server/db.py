@@ -27,6 +27,17 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _MIGRATION_PACKAGES: dict[str, str] = {"sqlite": "server.migrations", "postgresql": "server.migrations.postgresql"}
 
 
+# A msgspec pattern for text either engine can store: no NUL character (PostgreSQL's text cannot hold one).
+NO_NUL = r"^[^\x00]*$"
+
+
+class TextNotStorable(ValueError):
+    """A value holds a NUL character (U+0000), which PostgreSQL's text cannot hold: refused before the query."""
+
+    def __init__(self) -> None:
+        super().__init__("a text value holds a NUL character (U+0000), which cannot be stored or looked up")
+
+
 def migration_files(dialect: Dialect = "sqlite") -> list[tuple[int, str, str]]:
     """(number, name, sql) for every `NNNN_name.sql` of the engine's migrations, in order. The two engines'
     migrations keep the same numbers, so a schema version means the same tables on both."""

@@ -21,7 +21,7 @@ import asyncpg
 
 from server import db as db_module
 from server.clock import utc_now
-from server.db import Database, Rows
+from server.db import Database, Rows, TextNotStorable
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ def _rowcount(status: str) -> int:
 
 
 async def _run(conn: asyncpg.Connection, sql: str, parameters: Sequence[Any]) -> tuple[list[Any], int]:
+    if any(isinstance(value, str) and "\x00" in value for value in parameters):
+        raise TextNotStorable  # SQLite would keep it; asyncpg would fail the whole transaction with an error
     query = translate(sql)
     if _RETURNS_ROWS.search(query):
         rows = await conn.fetch(query, *parameters)

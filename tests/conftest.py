@@ -10,9 +10,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -21,6 +22,7 @@ from starlette.testclient import TestClient
 from server.app import build_app
 from server.config import Settings
 from tests.postgres import PostgresCluster, start_cluster
+from tests.reliability.process import databases
 
 BASE_URL = "http://127.0.0.1:9090"
 WS_BASE_URL = "ws://127.0.0.1:9090"
@@ -46,18 +48,77 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         cluster.remove()
 
 
+def _touches_a_database(item: pytest.Item) -> bool:
+    """Builds an app (through `database_url`), uses the cluster itself, or starts `imagegraph serve` processes
+    (a module with a ServerProcess: tests/reliability/process.py, tests/browser/conftest.py)."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    return bool({"database_url", "postgres_cluster"} & fixtures) or hasattr(
+        getattr(item, "module", None), "ServerProcess"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With `--database postgresql`, the tests that never touch a database are left out: they ran, and would run
+    the same, on the SQLite pass."""
+    if config.getoption("--database") != "postgresql":
+        return
+    kept = [item for item in items if _touches_a_database(item)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not _touches_a_database(item)])
+        items[:] = kept
+
+
+def _on_postgresql(request: pytest.FixtureRequest) -> bool:
+    return request.config.getoption("--database") == "postgresql" and request.node.get_closest_marker("sqlite") is None
+
+
 @pytest.fixture
 def database_url(request: pytest.FixtureRequest) -> str:
     """ "" (SQLite in the root), or with `--database postgresql` a new database of the run's cluster."""
-    if request.config.getoption("--database") != "postgresql":
+    if not _on_postgresql(request):
         return ""
     return request.getfixturevalue("postgres_cluster").fresh_database()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _server_process_databases(request: pytest.FixtureRequest) -> Iterator[None]:
+    """`imagegraph serve` processes the tests start get a database of the run's cluster too."""
+    if request.config.getoption("--database") == "postgresql":
+        databases.fresh = request.getfixturevalue("postgres_cluster").fresh_database
+    yield
+    databases.fresh = None
+
+
+@pytest.fixture(autouse=True)
+def _sqlite_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    fresh = databases.fresh
+    if request.node.get_closest_marker("sqlite") is not None:
+        databases.fresh = None
+    yield
+    databases.fresh = fresh
+
+
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def make_settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Callable[..., Settings]:
+    """Settings on the temporary root and the run's database engine (the watcher off), with the test's own
+    overrides: every app a test builds goes through here, so `--database` reaches it. Another `root` is another
+    installation: on PostgreSQL it gets a database of its own."""
+    default_root = str(tmp_path / "root")
+    by_root = {default_root: database_url}
+
+    def make(**overrides: Any) -> Settings:
+        root = str(overrides.pop("root", default_root))
+        if root not in by_root:
+            by_root[root] = request.getfixturevalue("postgres_cluster").fresh_database() if database_url else ""
+        return Settings(**{"root": root, "watch": False, "database": by_root[root], **overrides})
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
     """Settings on an empty temporary root; the watcher is off unless a test turns it on."""
-    return Settings(root=str(tmp_path / "root"), watch=False, database=database_url)
+    return make_settings()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from server.config import Settings
     from server.graph.fields import LoraField
     from server.images.schema import ImageCategory, ImageDTO
-    from server.images.service import ImageService
+    from server.images.service import ImageService, PublishGuard
     from server.models.loader import ModelLoader
     from server.models.schema import ModelConfig, ModelIdentifier
 
@@ -46,6 +46,8 @@ class RunServices:
     loader: ModelLoader
     images: ImageService
     loop: asyncio.AbstractEventLoop
+    # On a shared queue: whether this run still holds its session, asked before each image is published.
+    publish_guard: PublishGuard | None = None
 
 
 @dataclass
@@ -177,5 +179,6 @@ class InvocationContext:
                 board_id=board_id,
                 metadata=metadata,
                 graph=self.graph_json() if self.graph_json is not None else None,
+                guard=self.services.publish_guard,
             )
         )

@@ -39,7 +39,7 @@ from server.models.devices import guess_device
 from server.models.loader import ModelLoader
 
 if TYPE_CHECKING:
-    from server.images.service import ImageService
+    from server.images.service import ImageService, PublishGuard
     from server.models.catalogue import ModelCatalogue
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,8 @@ class Executor:
             await asyncio.wait_for(asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True), STOP_WAIT_S)
 
     def _stop_summary(self) -> str:
-        waiting = len(self._pending)
+        running_id = self._running.id if self._running is not None else None
+        waiting = len([i for i in self.status().pending if i != running_id])  # status(): the shared queue's too
         queued = f"{waiting} queued" if waiting else "nothing else queued"
         if self._running is None:
             return f"{waiting} session(s) queued; they run at the next start" if waiting else "the queue is empty"
@@ -256,7 +257,12 @@ class Executor:
             loader=self.loader,
             images=self.images,
             loop=asyncio.get_running_loop(),
+            publish_guard=self._publish_guard(),
         )
+
+    def _publish_guard(self) -> PublishGuard | None:
+        """None: one process owns the queue, a run never loses its session to another."""
+        return None
 
     async def _work(self) -> None:
         services = self._run_services()

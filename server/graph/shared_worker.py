@@ -29,7 +29,7 @@ from server.models.errors import ModelsUnavailable
 
 if TYPE_CHECKING:
     from server.db_postgres import PostgresDatabase
-    from server.images.service import ImageService
+    from server.images.service import ImageService, PublishGuard
     from server.models.catalogue import ModelCatalogue
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,6 @@ class SharedExecutor(SharedQueue):
         super().__init__(settings, emit, store, images, models, db)
         self._lost_session = False
         self.identities = ModelIdentities(db, models)
-        if settings.run_sessions:
-            images.publish_guard = self._may_publish
 
     async def start(self) -> None:
         await super().start()
@@ -122,6 +120,9 @@ class SharedExecutor(SharedQueue):
             self._lose(session)
         elif row[0]:
             self._cancel.set()
+
+    def _publish_guard(self) -> PublishGuard:
+        return self._may_publish
 
     async def _may_publish(self, conn: Queryable, session_id: str) -> bool:
         """Whether an image of this session may be published: only while this worker's lease on it holds, so a

@@ -13,14 +13,15 @@ from typing import Annotated, Any
 import msgspec
 
 from server.clock import utc_now
-from server.db import Database, integrity_errors
+from server.db import NO_NUL, Database, integrity_errors
 from server.graph.graph import Graph
 from server.graph.validation import Problem
 
 # Far beyond any canvas a person draws on, and small enough that no client chokes on the numbers.
 Coordinate = Annotated[float, msgspec.Meta(ge=-1e7, le=1e7)]
-WorkflowName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Description = Annotated[str, msgspec.Meta(max_length=10_000)]
+# No NUL character: PostgreSQL's text cannot hold one, and both engines answer alike.
+WorkflowName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+Description = Annotated[str, msgspec.Meta(max_length=10_000, pattern=NO_NUL)]
 
 
 class Position(msgspec.Struct):

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 
+from server.db import TextNotStorable
 from server.images.upload import ImageTooLarge, NotAnImage
 from server.models import errors as model_errors
 from server.models.merge import MergeError
@@ -137,6 +138,7 @@ DOMAIN_STATUS: dict[type[Exception], int] = {
     MergeError: 400,
     ImageTooLarge: 413,
     NotAnImage: 415,
+    TextNotStorable: 422,
 }
 
 

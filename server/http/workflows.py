@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from server.db import NO_NUL
 from server.graph.graph import Graph, GraphInput
 from server.graph.references import check_graph
 from server.graph.validation import Problem
@@ -35,7 +36,7 @@ TAGS = ("workflows",)
 
 class ListWorkflowsQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Keeps the workflows whose name contains `q`, ignoring case.
-    q: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    q: Annotated[str, msgspec.Meta(max_length=200, pattern=NO_NUL)] = ""
     offset: Offset = 0
     limit: PageLimit = 50
 

@@ -6,12 +6,14 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from server.db import NO_NUL
+
 ImageCategory = Literal["general", "mask", "control", "user", "other"]
 ListOrder = Literal["newest", "oldest"]
 PageLimit = Annotated[int, msgspec.Meta(ge=1, le=500)]
 # An offset goes to SQLite, whose integers stop at 2**63 - 1 (larger ones raised OverflowError: a 500).
 Offset = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
-BoardName = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+BoardName = Annotated[str, msgspec.Meta(min_length=1, max_length=300, pattern=NO_NUL)]
 
 
 class ImageRecord(msgspec.Struct, kw_only=True):

@@ -71,7 +71,6 @@ class ImageService:
         # Bumped by every deletion, so a file read that raced a deletion is not put back into the cache.
         self._deletions = 0
         self.reconciler = Reconciler(settings, self.files, db, pending=self._pending, delete=self.delete)
-        self.publish_guard: PublishGuard | None = None
 
     # Lifecycle
 
@@ -109,10 +108,12 @@ class ImageService:
         board_id: str | None = None,
         metadata: str | None = None,
         graph: str | None = None,
+        guard: PublishGuard | None = None,
     ) -> ImageDTO:
         """Store a generated image. `metadata` (CoreMetadata) and `graph` are raw JSON strings, embedded as
         tEXt `invokeai_metadata` / `invokeai_graph` (accumulator nodes stripped from the graph, here only); a
-        session from a saved workflow adds `imagegraph_workflow` (the workflow's id, name and layout)."""
+        session from a saved workflow adds `imagegraph_workflow` (the workflow's id, name and layout).
+        `guard` (a run on a shared queue): AttemptLost, and nothing kept, when it says the run lost its session."""
         chunks: dict[str, str] = {}
         if metadata is not None:
             if not is_json(metadata):
@@ -139,6 +140,7 @@ class ImageService:
             # The session row holds the graph of a generated image; keep our own copy only when there is none.
             graph=graph if session_id is None else None,
             workflow=workflow,
+            guard=guard,
         )
 
     async def _workflow_of(self, session_id: str) -> str | None:
@@ -198,6 +200,7 @@ class ImageService:
         metadata: str | None,
         graph: str | None,
         workflow: str | None,
+        guard: PublishGuard | None = None,
     ) -> ImageDTO:
         """`png`: the file's bytes when they are stored as they are (a clean upload); otherwise `image` is
         encoded with `chunks` at `compress_level`."""
@@ -225,7 +228,6 @@ class ImageService:
                 async with self.db.write() as conn:
                     if board_id is not None and not await self.boards.exists(board_id, conn):
                         raise UnknownBoard(board_id)
-                    guard = self.publish_guard
                     if session_id is not None and guard is not None and not await guard(conn, session_id):
                         raise AttemptLost(session_id)
                     await records.insert_image(conn, record, metadata, graph, workflow)

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from server.models.tiny import write_tiny_model
+from tests.reliability.process import databases
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -62,7 +63,13 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **self.extra_env}
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            **databases.environment(self.root),
+            **self.extra_env,
+        }
         args = [sys.executable, "-m", "server", "serve", "--root", str(self.root), "--port", str(self.port)]
         if self.token:
             args += ["--token", self.token]

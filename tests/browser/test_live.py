@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from server.config import Settings
 from tests.browser.conftest import WAIT_MS, ServerProcess, Ui, api_client, free_port, make_root, open_ui
 from tests.browser.images import png_bytes, upload
 from tests.conftest import start_live_server
@@ -28,8 +27,10 @@ def states(ui: Ui) -> list[str]:
     return ui.page.evaluate("window.imagegraph.socket.states")
 
 
-def test_the_server_drops_the_websocket_and_the_page_recovers_without_missing_an_image(browser, tmp_path: Path):
-    live = start_live_server(Settings(root=str(tmp_path / "root"), watch=False))
+def test_the_server_drops_the_websocket_and_the_page_recovers_without_missing_an_image(
+    browser, tmp_path: Path, settings
+):
+    live = start_live_server(settings)
     try:
         with open_ui(browser, live.url, tmp_path) as ui, api_client(live.url) as api:
             before = upload(api, png_bytes(color=(9, 9, 9)), "before.png")["image_name"]

@@ -74,9 +74,9 @@ def test_unknown_models_and_parts_are_clear_errors(generation):
         loader.load(TINY, "refiner")
 
 
-def test_a_checkpoint_gives_the_same_pixels_as_its_diffusers_folder(settings, tiny_model_files):
+def test_a_checkpoint_gives_the_same_pixels_as_its_diffusers_folder(make_settings, tmp_path, tiny_model_files):
     def image(fmt: str) -> np.ndarray:
-        root = msgspec.structs.replace(settings, root=str(settings.root_path.parent / fmt))
+        root = make_settings(root=str(tmp_path / fmt))
         with generation_app(root, tiny_model_files, fmt) as (client, events):
             session = run_graph(client, events, t2i_graph(seed=11))
             assert session["status"] == "completed", session["errors"]

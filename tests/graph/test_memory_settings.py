@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import threading
 
-import msgspec
 import numpy as np
 import torch
 from PIL import Image
@@ -33,8 +32,9 @@ def generate(client, events, **graph) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
 
 
-def with_settings(settings: Settings, name: str, **changes) -> Settings:
-    return msgspec.structs.replace(settings, root=str(settings.root_path.parent / name), **changes)
+def with_settings(make_settings, name: str, **changes) -> Settings:
+    """Another installation (a root, and on PostgreSQL a database, of its own) with these settings."""
+    return make_settings(root=str(make_settings().root_path.parent / name), **changes)
 
 
 def context(client) -> InvocationContext:
@@ -46,8 +46,8 @@ def context(client) -> InvocationContext:
     return InvocationContext(services, "session", "node", "node", {}, "prefix", cancel=threading.Event())
 
 
-def test_precision_attention_and_memory_order_reach_the_unet(settings, tiny_model_files):
-    custom = with_settings(settings, "custom", precision="bfloat16", attention="sliced", channels_last=True)
+def test_precision_attention_and_memory_order_reach_the_unet(settings, make_settings, tiny_model_files):
+    custom = with_settings(make_settings, "custom", precision="bfloat16", attention="sliced", channels_last=True)
     with generation_app(custom, tiny_model_files) as (client, events):
         image = generate(client, events, steps=2)
         assert image.std() > 0
@@ -71,19 +71,19 @@ def test_precision_attention_and_memory_order_reach_the_unet(settings, tiny_mode
         assert client.get("/api/v1/app/config").json()["generation"]["dtype"] == "float32"
 
 
-def test_sliced_attention_gives_the_same_image(settings, tiny_model_files):
+def test_sliced_attention_gives_the_same_image(settings, make_settings, tiny_model_files):
     with generation_app(settings, tiny_model_files) as (client, events):
         whole = generate(client, events, seed=5)
-    sliced = with_settings(settings, "sliced", attention="sliced")
+    sliced = with_settings(make_settings, "sliced", attention="sliced")
     with generation_app(sliced, tiny_model_files) as (client, events):
         assert_same_pixels(generate(client, events, seed=5), whole, "sliced attention:")
 
 
-def test_vae_tiling_applies_above_its_size_or_when_on(settings, tiny_model_files):
+def test_vae_tiling_applies_above_its_size_or_when_on(settings, make_settings, tiny_model_files):
     # The tiny VAE's tile is 256 px, so a 320 px image is decoded as four overlapping tiles when tiled.
     images = {}
     for mode in ("off", "auto", "on"):
-        with generation_app(with_settings(settings, mode, vae_tiling=mode), tiny_model_files) as (client, events):
+        with generation_app(with_settings(make_settings, mode, vae_tiling=mode), tiny_model_files) as (client, events):
             images[mode] = generate(client, events, size=320, steps=1, seed=3)
     # Below the automatic threshold the whole image is decoded, exactly as without tiling.
     assert np.array_equal(images["auto"], images["off"])
@@ -111,9 +111,9 @@ def test_the_memory_route_shows_what_the_cache_holds(generation):
     assert memory["vram"] is None and memory["device"] == "cpu"
 
 
-def test_ram_cache_gb_bounds_the_cache_and_parts_come_back_from_disk(settings, tiny_model_files):
+def test_ram_cache_gb_bounds_the_cache_and_parts_come_back_from_disk(settings, make_settings, tiny_model_files):
     # 0 GiB keeps only the newest part: every node reads its model again, and generation still works.
-    with generation_app(with_settings(settings, "zero", ram_cache_gb=0.0), tiny_model_files) as (client, events):
+    with generation_app(with_settings(make_settings, "zero", ram_cache_gb=0.0), tiny_model_files) as (client, events):
         first = generate(client, events, seed=9)
         loads = loader_of(client).loads
         assert len(loader_of(client).cached_parts()) == 1
@@ -158,11 +158,11 @@ def test_a_device_tier_moves_the_least_recently_used_part_and_never_the_running_
         assert tiers == {"unet": "vram", "text_encoder": "ram", "vae": "ram"} and cache.moves_to_ram == 3
 
 
-def test_compile_unet_wraps_the_cached_unet_once(settings, tiny_model_files):
+def test_compile_unet_wraps_the_cached_unet_once(settings, make_settings, tiny_model_files):
     """`compile: unet` runs the UNet through torch.compile, one compiled module per loaded UNet. Compiling the
     tiny UNet with inductor takes about four minutes on this 2-core CPU, so this checks the wiring and leaves
     the compiled run itself to bench/fullsize.py on a GPU."""
-    compiled_settings = with_settings(settings, "compiled", compile="unet")
+    compiled_settings = with_settings(make_settings, "compiled", compile="unet")
     with generation_app(compiled_settings, tiny_model_files) as (client, _):
         loader = loader_of(client)
         unet = loader.load(TINY, "unet")

@@ -99,3 +99,20 @@ def test_bad_query_value_is_422_in_query(app_client):
     response = app_client.post("/test/widget?limit=lots", json={"name": "w"})
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["query", "limit"]
+
+
+def test_a_nul_character_is_422_naming_the_field_and_stores_nothing_on_either_engine(client):
+    """PostgreSQL's text cannot hold U+0000 (SQLite's can): names refuse it on both engines, and a NUL in an id
+    is a 422, never a 500."""
+    workflow = {"name": "a\x00b", "graph": {"nodes": {}, "edges": []}}
+    refused = client.post("/api/v1/workflows/", json=workflow)
+    assert refused.status_code == 422 and "`name`" in refused.json()["detail"]
+    assert client.post("/api/v1/boards/", json={"board_name": "x\x00"}).status_code == 422
+    assert client.get("/api/v1/workflows/", params={"q": "\x00"}).status_code == 422
+    assert client.get("/api/v1/workflows/").json()["total"] == 0
+    assert client.get("/api/v1/boards/", params={"all": "true"}).json() == []
+    listed = client.get("/api/v1/images/", params={"board_id": "b\x00"})
+    assert listed.status_code == 422 or listed.json()["items"] == [], listed.text
+    for answer in (client.get("/api/v1/boards/b%00"), client.get("/api/v1/sessions/s%00")):
+        assert answer.status_code in (404, 422) and "detail" in answer.json(), answer.text
+    assert client.get("/health").status_code == 200

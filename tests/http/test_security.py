@@ -6,7 +6,6 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from server.app import build_app
-from server.config import Settings
 
 
 async def echo(websocket: WebSocket):
@@ -15,16 +14,16 @@ async def echo(websocket: WebSocket):
     await websocket.close()
 
 
-def make_client(tmp_path, **overrides) -> TestClient:
-    settings = Settings(root=str(tmp_path / "root"), watch=False, **overrides)
+def make_client(make_settings, **overrides) -> TestClient:
+    settings = make_settings(**overrides)
     app = build_app(settings)
     app.router.routes.insert(0, WebSocketRoute("/ws-test", echo))
     return TestClient(app, base_url="http://127.0.0.1:9090", raise_server_exceptions=False)
 
 
 @pytest.fixture
-def token_client(tmp_path):
-    with make_client(tmp_path, token="s3cret") as client:
+def token_client(make_settings):
+    with make_client(make_settings, token="s3cret") as client:
         yield client
 
 
@@ -66,32 +65,32 @@ def test_websocket_token(token_client):
         assert ws.receive_text() == "hello"
 
 
-def test_no_token_set_means_open(tmp_path):
-    with make_client(tmp_path) as client:
+def test_no_token_set_means_open(make_settings):
+    with make_client(make_settings) as client:
         assert client.get("/api/v1/app/version").status_code == 200
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:9090", "127.0.0.1.evil.example"])
-def test_foreign_host_refused(tmp_path, host):
-    with make_client(tmp_path) as client:
+def test_foreign_host_refused(make_settings, host):
+    with make_client(make_settings) as client:
         response = client.get("/health", headers={"Host": host})
     assert response.status_code == 403
     assert "is not allowed" in response.json()["detail"]
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1:9090", "localhost:9090", "[::1]:9090", "localhost"])
-def test_loopback_hosts_allowed(tmp_path, host):
-    with make_client(tmp_path) as client:
+def test_loopback_hosts_allowed(make_settings, host):
+    with make_client(make_settings) as client:
         assert client.get("/health", headers={"Host": host}).status_code == 200
 
 
-def test_configured_host_allowed(tmp_path):
-    with make_client(tmp_path, allowed_hosts=["studio.lan"]) as client:
+def test_configured_host_allowed(make_settings):
+    with make_client(make_settings, allowed_hosts=["studio.lan"]) as client:
         assert client.get("/health", headers={"Host": "studio.lan:9090"}).status_code == 200
 
 
-def test_cross_origin_write_refused_same_origin_allowed(tmp_path):
-    with make_client(tmp_path) as client:
+def test_cross_origin_write_refused_same_origin_allowed(make_settings):
+    with make_client(make_settings) as client:
         refused = client.delete("/api/v1/app/version", headers={"Origin": "http://evil.example"})
         same = client.delete("/api/v1/app/version", headers={"Origin": "http://127.0.0.1:9090"})
         read = client.get("/api/v1/app/version", headers={"Origin": "http://evil.example"})
@@ -100,8 +99,8 @@ def test_cross_origin_write_refused_same_origin_allowed(tmp_path):
     assert read.status_code == 200  # reads are guarded by the browser's same-origin policy
 
 
-def test_cross_origin_websocket_refused(tmp_path):
-    with make_client(tmp_path) as client:
+def test_cross_origin_websocket_refused(make_settings):
+    with make_client(make_settings) as client:
         with pytest.raises(WebSocketDisconnect):
             with client.websocket_connect("ws://127.0.0.1:9090/ws-test", headers={"Origin": "http://evil.example"}):
                 pass
@@ -109,7 +108,7 @@ def test_cross_origin_websocket_refused(tmp_path):
             assert ws.receive_text() == "hello"
 
 
-def test_allowed_origin_setting(tmp_path):
-    with make_client(tmp_path, allowed_origins=["http://ui.lan:3000"]) as client:
+def test_allowed_origin_setting(make_settings):
+    with make_client(make_settings, allowed_origins=["http://ui.lan:3000"]) as client:
         with client.websocket_connect("ws://127.0.0.1:9090/ws-test", headers={"Origin": "http://ui.lan:3000"}) as ws:
             assert ws.receive_text() == "hello"

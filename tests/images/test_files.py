@@ -15,10 +15,10 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 @pytest.fixture(params=["cached", "from-disk"])
-def settings(request, tmp_path) -> Settings:
+def settings(request, make_settings) -> Settings:
     """Every test runs twice: with the memory cache, and with it off so every answer is read from disk."""
     cache = 256 * 1024**2 if request.param == "cached" else 0
-    return Settings(root=str(tmp_path / "root"), watch=False, image_cache_bytes=cache)
+    return make_settings(image_cache_bytes=cache)
 
 
 def test_full_has_immutable_caching_headers(client, settings, uploaded):

@@ -175,9 +175,9 @@ def test_wrong_requests_get_clear_errors(client):
 
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
+def settings(make_settings) -> Settings:
     # A small limit so the over-limit upload stays small.
-    return Settings(root=str(tmp_path / "root"), watch=False, upload_max_bytes=200_000)
+    return make_settings(upload_max_bytes=200_000)
 
 
 def test_over_the_size_limit_is_413(client, settings):

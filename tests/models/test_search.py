@@ -9,7 +9,6 @@ from pathlib import Path
 from starlette.testclient import TestClient
 
 from server.app import build_app
-from server.config import Settings
 from tests.conftest import BASE_URL
 from tests.models.conftest import API
 
@@ -79,7 +78,7 @@ def test_search_errors(client: TestClient, tmp_path: Path) -> None:
     assert no_param.status_code == 422 and "search_path" in no_param.json()["detail"]
 
 
-def test_search_roots_restrict_where_search_and_import_look(tmp_path: Path) -> None:
+def test_search_roots_restrict_where_search_and_import_look(tmp_path: Path, make_settings) -> None:
     allowed = tmp_path / "allowed"
     forbidden = tmp_path / "forbidden"
     beside = tmp_path / "allowed-evil"  # starts with the allowed folder's name, and is another folder
@@ -87,7 +86,7 @@ def test_search_roots_restrict_where_search_and_import_look(tmp_path: Path) -> N
         folder.mkdir()
         (folder / "m.safetensors").write_bytes(b"x")
     os.symlink(forbidden, allowed / "sneaky")  # a link out of an allowed root does not escape
-    settings = Settings(root=str(tmp_path / "root"), watch=False, search_roots=[str(allowed)])
+    settings = make_settings(search_roots=[str(allowed)])
     with TestClient(build_app(settings), base_url=BASE_URL) as client:
         ok = client.get(f"{API}/search", params={"search_path": str(allowed)})
         assert ok.status_code == 200 and str(allowed / "m.safetensors") in ok.json()

@@ -169,12 +169,10 @@ def test_broken_models_yaml_is_reported_and_never_overwritten(
     assert client.get("/api/v1/app/config").json()["models_yaml_error"] is None
 
 
-def test_start_up_clears_leftovers_of_interrupted_conversions(tmp_path: Path) -> None:
+def test_start_up_clears_leftovers_of_interrupted_conversions(settings) -> None:
     from server.app import build_app
-    from server.config import Settings
     from tests.conftest import BASE_URL
 
-    settings = Settings(root=str(tmp_path / "root"), watch=False)
     leftover = settings.models_dir / ".convert-tmp" / "convert-abc" / "model"
     leftover.mkdir(parents=True)
     (leftover / "half.safetensors").write_bytes(b"x")

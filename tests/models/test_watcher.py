@@ -8,13 +8,11 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from server.config import Settings
 from tests.conftest import LiveServer, start_live_server
 from tests.models.conftest import API, settle
 from tests.ws.conftest import wait_until
@@ -24,8 +22,8 @@ DROP_DEADLINE_S = 5.0
 
 
 @pytest.fixture
-def watched(tmp_path: Path) -> Iterator[LiveServer]:
-    live = start_live_server(Settings(root=str(tmp_path / "root"), watch=True))
+def watched(make_settings) -> Iterator[LiveServer]:
+    live = start_live_server(make_settings(watch=True))
     manager = live.server.config.app.state.services.models
     asyncio.run_coroutine_threadsafe(
         manager.first_sync.wait(), live.server.config.app.state.services.events.loop

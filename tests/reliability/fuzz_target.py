@@ -22,10 +22,10 @@ from server.config import Settings
 API = "/api/v1"
 
 
-def fuzz_settings(root: Path, **overrides: Any) -> Settings:
+def fuzz_settings(root: Path, database: str = "", **overrides: Any) -> Settings:
     """Settings for a server that may only read and write inside `root`: `search_roots` is the root itself,
     so no search, import, convert or merge destination the fuzzer invents can reach anything else."""
-    return Settings(root=str(root), watch=False, search_roots=[str(root)], **overrides)
+    return Settings(root=str(root), watch=False, search_roots=[str(root)], database=database, **overrides)
 
 
 def write_tiny_models(folder: Path) -> dict[str, Path]:

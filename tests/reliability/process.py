@@ -19,6 +19,27 @@ REPO = Path(__file__).resolve().parents[2]
 WAIT = 120.0
 
 
+class RootDatabases:
+    """The database `imagegraph serve` on a root is given (IMAGEGRAPH_DATABASE): none (SQLite in the root) unless
+    `pytest --database postgresql` set `fresh` (tests/conftest.py); then each root gets a fresh database of the
+    run's cluster, the same one again when that root is served again (a restart)."""
+
+    def __init__(self) -> None:
+        self.fresh: Callable[[], str] | None = None
+        self._by_root: dict[Path, str] = {}
+
+    def environment(self, root: Path) -> dict[str, str]:
+        if self.fresh is None:
+            return {}
+        key = root.resolve()
+        if key not in self._by_root:
+            self._by_root[key] = self.fresh()
+        return {"IMAGEGRAPH_DATABASE": self._by_root[key]}
+
+
+databases = RootDatabases()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -60,6 +81,7 @@ class ServerProcess:
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
             "IMAGEGRAPH_WATCH": "true" if watch else "false",
+            **databases.environment(root),
             **(env or {}),
         }
         with open(log_path, "ab") as log:

@@ -30,7 +30,6 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from server.app import build_app
-from server.config import Settings
 from tests.conftest import BASE_URL, start_live_server
 from tests.models.conftest import settle
 
@@ -51,8 +50,8 @@ def routes(client: TestClient, headers: dict[str, str] | None = None) -> list[tu
 
 
 @pytest.fixture
-def token_client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(root=str(tmp_path / "root"), watch=False, token=TOKEN)
+def token_client(make_settings) -> Iterator[TestClient]:
+    settings = make_settings(token=TOKEN)
     with TestClient(build_app(settings), base_url=BASE_URL, raise_server_exceptions=False) as client:
         yield client
 
@@ -90,8 +89,8 @@ def test_without_a_token_the_probe_the_web_ui_and_the_docs_still_answer(token_cl
     assert token_client.get("/openapi.json").status_code == 401
 
 
-def test_the_websocket_needs_the_token(tmp_path: Path) -> None:
-    live = start_live_server(Settings(root=str(tmp_path / "root"), watch=False, token=TOKEN))
+def test_the_websocket_needs_the_token(make_settings) -> None:
+    live = start_live_server(make_settings(token=TOKEN))
     try:
         for query in ("", "?token=wrong"):
             with pytest.raises(InvalidStatus) as refused:
@@ -168,7 +167,7 @@ def test_a_cross_origin_websocket_is_refused(live_server) -> None:
 
 
 @pytest.fixture
-def fenced(tmp_path: Path, tiny_model_files) -> Iterator[tuple[TestClient, Path, Path]]:
+def fenced(tmp_path: Path, tiny_model_files, make_settings) -> Iterator[tuple[TestClient, Path, Path]]:
     """A server whose `search_roots` is one library folder outside its root; its sibling `library-evil`, whose
     name starts with the allowed folder's, is off limits (`/x/library` does not allow `/x/library-evil`).
     Both hold the tiny model as a checkpoint and as two diffusers folders, and a legacy config."""
@@ -184,7 +183,7 @@ def fenced(tmp_path: Path, tiny_model_files) -> Iterator[tuple[TestClient, Path,
         (folder / "out").mkdir()
         for path in folder.iterdir():
             settle(path)
-    settings = Settings(root=str(tmp_path / "root"), watch=False, search_roots=[str(allowed)])
+    settings = make_settings(search_roots=[str(allowed)])
     with TestClient(build_app(settings), base_url=BASE_URL, raise_server_exceptions=False) as client:
         client.portal.call(client.app.state.services.models.first_sync.wait)
         yield client, allowed, forbidden

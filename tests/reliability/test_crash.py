@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from PIL import Image
 from websockets.sync.client import connect
@@ -39,6 +40,11 @@ from server.graph.standard import txt2img_graph
 from tests.images.conftest import png_bytes
 from tests.reliability.process import ServerProcess
 from tests.ws.conftest import receive, send, synced
+
+# The crash rules checked here are the embedded server's: SQLite's integrity check, files without a record removed
+# at start-up (a shared root spares fresh ones, another machine may be writing them), a running session `failed`
+# by the restart (on PostgreSQL its lease runs out and it runs again: tests/scale/test_workers.py).
+pytestmark = pytest.mark.sqlite
 
 MODEL = {"model_name": "tiny", "base_model": "sd-1", "model_type": "main"}
 SHORT_WAIT = 30.0

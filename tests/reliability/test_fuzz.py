@@ -34,8 +34,8 @@ SEED = 20261127
 
 
 @pytest.mark.timeout(600)
-def test_every_route_answers_as_its_openapi_document_says(tmp_path: Path, tiny_model_files) -> None:
-    settings = fuzz_settings(tmp_path / "root")
+def test_every_route_answers_as_its_openapi_document_says(tmp_path: Path, tiny_model_files, database_url) -> None:
+    settings = fuzz_settings(tmp_path / "root", database_url)
     settings.create_layout()
     place_models(settings, tiny_model_files)
     live = start_live_server(settings)

@@ -39,9 +39,9 @@ def names(client: TestClient) -> set[str]:
 
 
 @pytest.fixture
-def models_client(tmp_path: Path, tiny_model_files) -> TestClient:
+def models_client(tmp_path: Path, tiny_model_files, database_url) -> TestClient:
     """A server whose models are the tiny model as a diffusers folder and as a checkpoint, in its models folder."""
-    settings = fuzz_settings(tmp_path / "root")
+    settings = fuzz_settings(tmp_path / "root", database_url)
     settings.create_layout()
     main = settings.models_dir / "sd-1" / "main"
     shutil.copytree(tiny_model_files["diffusers"], main / "tiny")

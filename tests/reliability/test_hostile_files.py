@@ -255,8 +255,7 @@ def test_hostile_uploads_and_imports_are_refused_and_memory_stays_flat(tmp_path:
 
 
 @pytest.fixture
-def app_client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(root=str(tmp_path / "root"), watch=False)
+def app_client(settings: Settings) -> Iterator[TestClient]:
     settings.create_layout()
     with TestClient(build_app(settings), base_url=BASE_URL, raise_server_exceptions=False) as client:
         client.portal.call(client.app.state.services.models.first_sync.wait)
@@ -381,7 +380,7 @@ def test_names_with_a_newline_or_bytes_that_are_not_utf8(app_client: TestClient,
 
 
 @pytest.mark.timeout(240)
-def test_the_watcher_survives_hostile_files(tmp_path: Path, tiny_model_files) -> None:
+def test_the_watcher_survives_hostile_files(tmp_path: Path, tiny_model_files, make_settings) -> None:
     marker = tmp_path / "code-ran"
     staging = tmp_path / "staging"
     code_running_pickles(staging, marker, tiny_model_files["ckpt"])
@@ -392,7 +391,7 @@ def test_the_watcher_survives_hostile_files(tmp_path: Path, tiny_model_files) ->
     (staging / "loop").mkdir()
     os.symlink("..", staging / "loop" / "up")
     os.symlink(staging / "loop" / "self", staging / "loop" / "self")
-    live = start_live_server(Settings(root=str(tmp_path / "root"), watch=True))
+    live = start_live_server(make_settings(watch=True))
     try:
         main = live.settings.autoimport_dir / "main"
         for entry in os.listdir(os.fsencode(staging)):  # renamed in, as a download or `mv` would

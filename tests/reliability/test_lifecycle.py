@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 from websockets.sync.client import connect
 
 from server.graph.standard import txt2img_graph
@@ -55,6 +56,7 @@ def statuses(server: ServerProcess, ids: list[str]) -> list[str]:
     return [server.http.get(f"/api/v1/sessions/{session_id}").json()["status"] for session_id in ids]
 
 
+@pytest.mark.sqlite  # one server per root is SQLite's rule; on a shared database many serve one root
 def test_a_second_server_on_the_same_root_is_refused_and_changes_nothing(tmp_path, tiny_model_files):
     root = tmp_path / "root"
     with ServerProcess(root, tmp_path / "server.log") as first:

@@ -200,7 +200,9 @@ def test_a_worker_whose_lease_ran_out_publishes_no_image_of_that_session(
             client.portal.call(set_lease)
 
         def save():
-            return client.portal.call(lambda: images.save(Image.new("RGB", (8, 8)), session_id=session_id))
+            # What a run's node does: the guard comes with the services the worker gives the run.
+            guard = client.portal.call(executor._run_services).publish_guard
+            return client.portal.call(lambda: images.save(Image.new("RGB", (8, 8)), session_id=session_id, guard=guard))
 
         lease(60)
         kept = save()
