@@ -152,6 +152,7 @@ class Mutant:
     occurrence: int
     row: int
     col: int
+    end: tuple[int, int] = (0, 0)  # where the mutated node ends (row, col)
     before: str = ""
     after: str = ""
     tests: list[str] = field(default_factory=list)
@@ -234,7 +235,7 @@ def mutants_of(target: Target, source: str, shape: Shape) -> tuple[list[Mutant],
     found: list[Mutant] = []
     for name, _, operator in _operators({}):
         positions = [pos for node in ast_nodes(module_ast) for pos in operator.mutation_positions(node)]
-        for occurrence, (start, _end) in enumerate(positions):
+        for occurrence, (start, end) in enumerate(positions):
             row, col = start
             if not natural(name):
                 left_out["other replacement of the same operator"] += 1
@@ -243,7 +244,7 @@ def mutants_of(target: Target, source: str, shape: Shape) -> tuple[list[Mutant],
             elif target.functions is not None and not target.functions & set(shape.enclosing(row)):
                 left_out["outside the chosen functions"] += 1
             else:
-                found.append(Mutant(name, occurrence, row, col))
+                found.append(Mutant(name, occurrence, row, col, end))
     return found, left_out
 
 
@@ -251,13 +252,29 @@ def mutated_source(source: str, mutant: Mutant) -> str:
     from cosmic_ray.mutating import mutate_code
     from cosmic_ray.plugins import get_operator
 
-    code = mutate_code(source, get_operator(mutant.operator)(), mutant.occurrence)
+    if mutant.operator.endswith("ExceptionReplacer"):
+        code = _replace_exception(source, mutant)
+    else:
+        code = mutate_code(source, get_operator(mutant.operator)(), mutant.occurrence)
     if code is None:
         raise RuntimeError(f"cosmic-ray applied no mutation for {mutant}")
     old, new = source.splitlines(), code.splitlines()
     changed = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), mutant.row - 1)
     mutant.before, mutant.after = old[changed].strip(), new[changed].strip()
     return code
+
+
+def _replace_exception(source: str, mutant: Mutant) -> str:
+    """The exception class an `except` names replaced by one nothing raises, as cosmic-ray's ExceptionReplacer
+    does, but by position in the text: its own `mutate` fails on a dotted name (`except (binascii.Error, ...)`,
+    a parso node without a `value`)."""
+    (row, col), (end_row, end_col) = (mutant.row, mutant.col), mutant.end
+    lines = source.splitlines(keepends=True)
+    if end_row != row:
+        raise RuntimeError(f"an exception name over several lines: {mutant}")
+    line = lines[row - 1]
+    lines[row - 1] = line[:col] + "CosmicRayTestingException" + line[end_col:]
+    return "".join(lines)
 
 
 # Children
@@ -278,6 +295,13 @@ def _run_child(work: Path, args: list[str], timeout: float, report: Path | None 
                 os.dup2(devnull, 1)
                 os.dup2(devnull, 2)
             os.chdir(work)
+            # What an ExceptionReplacer mutant's `except` names: an exception nothing raises, so the handler no
+            # longer catches (without it, evaluating the clause would raise a NameError instead).
+            import builtins
+
+            from cosmic_ray.exceptions import CosmicRayTestingException
+
+            builtins.CosmicRayTestingException = CosmicRayTestingException  # type: ignore[attr-defined]
             sys.path.insert(0, str(work))
             code = _child_main(work, args, report)
         finally:
