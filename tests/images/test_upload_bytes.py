@@ -219,3 +219,39 @@ def test_a_png_other_readers_would_refuse_is_re_encoded(client, damage):
     assert decoded(data).size == (96, 64)  # Pillow reads it, so it is accepted, as it always was
     kept = reencoded(client, data)
     assert same_pixels(decoded(kept), random_pixels())
+
+
+def png_with_orientation(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    random_pixels().save(out, format="PNG", exif=exif)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("orientation", "turn"),
+    [
+        (2, Image.Transpose.FLIP_LEFT_RIGHT),  # the first that needs a change: a mirror
+        (8, Image.Transpose.ROTATE_90),  # the last: a quarter turn anticlockwise
+    ],
+)
+def test_every_exif_orientation_but_1_is_applied(client, orientation, turn):
+    kept = decoded(reencoded(client, png_with_orientation(orientation)))
+    assert same_pixels(kept, random_pixels().transpose(turn))
+
+
+@pytest.mark.parametrize("orientation", [1, 9])
+def test_a_png_whose_orientation_asks_for_nothing_is_kept_as_sent(client, orientation):
+    # 1 is "as stored"; 9 is no orientation at all, which readers ignore (so do we).
+    data = png_with_orientation(orientation)
+    assert stored(client, upload(client, data)) == data
+
+
+def test_a_text_chunk_over_pillows_limit_is_415(client, settings):
+    # Decompressed it exceeds PngImagePlugin.MAX_TEXT_CHUNK (1 MiB): Pillow refuses it with a ValueError.
+    data = with_chunk_after_ihdr(png_bytes(), b"zTXt", b"comment\x00\x00" + zlib.compress(b"a" * (2 * 1024**2)))
+    response = upload(client, data)
+    assert response.status_code == 415, response.text
+    assert "could not be decoded" in response.json()["detail"]
+    assert list(settings.images_dir.iterdir()) == []
