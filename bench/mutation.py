@@ -63,15 +63,29 @@ class Target:
 TARGETS = (
     Target("server/http/security.py", ("tests/http/test_security.py",)),
     Target("server/models/paths.py", ("tests/models/test_search.py", "tests/reliability/test_access.py")),
-    Target("server/images/files.py", ("tests/images/test_files.py", "tests/images/test_traversal.py")),
-    Target("server/images/cache.py", ("tests/images/test_files.py",)),
+    Target(
+        "server/images/files.py",
+        (
+            "tests/images/test_files.py",
+            "tests/images/test_traversal.py",
+            # Start-up reconciliation (listing, remove_stray, write_thumbnail) and the PNG encoding of uploads.
+            "tests/images/test_reconcile.py",
+            "tests/images/test_upload.py",
+            "tests/images/test_upload_bytes.py",
+        ),
+    ),
+    Target("server/images/cache.py", ("tests/images/test_file_cache.py", "tests/images/test_files.py")),
     Target(
         "server/http/images.py",
         ("tests/images/test_files.py", "tests/images/test_traversal.py"),
         frozenset({"_FileResponse", "_not_modified", "_byte_range", "_range_response", "_serve"}),
     ),
     Target("server/ws/hub.py", ("tests/ws/test_hub.py",)),
-    Target("server/images/upload.py", ("tests/images/test_upload.py", "tests/images/test_upload_bytes.py")),
+    Target(
+        "server/images/upload.py",
+        # test_metadata.py: the foreign metadata an upload carries (A1111's EXIF UserComment, broken chunks).
+        ("tests/images/test_upload.py", "tests/images/test_upload_bytes.py", "tests/images/test_metadata.py"),
+    ),
     # The slowest tests last (real diffusers runs of the tiny model).
     Target("server/graph/schedulers.py", ("tests/graph/test_schedulers.py",)),
     Target("server/graph/cache.py", ("tests/graph/test_generate.py",)),
@@ -135,6 +149,10 @@ NATURAL_COMPARISON = {
     "In": {"NotIn"},
     "NotIn": {"In"},
 }
+
+
+# parso's node types of a parameter list, whose bare `*` and `/` are markers, not operators.
+PARAMETER_LISTS = frozenset({"parameters", "typedargslist", "varargslist", "lambdef"})
 
 
 def natural(operator_name: str) -> bool:
@@ -230,15 +248,23 @@ def mutants_of(target: Target, source: str, shape: Shape) -> tuple[list[Mutant],
     from cosmic_ray.ast import ast_nodes, get_ast
     from cosmic_ray.commands.init import _operators
 
-    left_out = {"other replacement of the same operator": 0, "annotation": 0, "outside the chosen functions": 0}
+    left_out = {
+        "other replacement of the same operator": 0,
+        "annotation": 0,
+        "outside the chosen functions": 0,
+        "a parameter marker, not an operator": 0,
+    }
     module_ast = get_ast(source)
     found: list[Mutant] = []
     for name, _, operator in _operators({}):
-        positions = [pos for node in ast_nodes(module_ast) for pos in operator.mutation_positions(node)]
-        for occurrence, (start, end) in enumerate(positions):
+        positions = [(node, pos) for node in ast_nodes(module_ast) for pos in operator.mutation_positions(node)]
+        for occurrence, (node, (start, end)) in enumerate(positions):
             row, col = start
             if not natural(name):
                 left_out["other replacement of the same operator"] += 1
+            elif "BinaryOperator" in name and node.parent is not None and node.parent.type in PARAMETER_LISTS:
+                # cosmic-ray takes the `*` and `/` of `def f(a, *, b)` for multiplication and division.
+                left_out["a parameter marker, not an operator"] += 1
             elif shape.in_annotation(row, col):
                 left_out["annotation"] += 1
             elif target.functions is not None and not target.functions & set(shape.enclosing(row)):
