@@ -255,3 +255,20 @@ def test_a_text_chunk_over_pillows_limit_is_415(client, settings):
     assert response.status_code == 415, response.text
     assert "could not be decoded" in response.json()["detail"]
     assert list(settings.images_dir.iterdir()) == []
+
+
+def test_a_re_encoded_png_keeps_its_metadata_chunks(client):
+    # A palette PNG is converted to RGB, so it is encoded again: the metadata it carried must come along.
+    parameters = "un renard, 狐\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 7"
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("parameters", parameters)
+    out = io.BytesIO()
+    make_image().convert("P").save(out, format="PNG", pnginfo=info)
+    with Image.open(io.BytesIO(reencoded(client, out.getvalue()))) as kept:
+        assert kept.text.get("parameters") == parameters
+
+
+def test_a_converted_upload_is_stored_compressed(client):
+    image = make_image(256, 256)
+    data = reencoded(client, jpeg_bytes(image))
+    assert len(data) < 256 * 256 * 3 // 2  # zlib level 0 would store every pixel byte
