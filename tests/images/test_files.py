@@ -178,3 +178,15 @@ def test_reading_files_from_disk_leaves_no_descriptor_open(client, uploaded):
         service(client).cache.evict(uploaded["image_name"])
         assert client.get(uploaded["image_url"]).status_code == 200
     assert open_descriptors() - before < 10
+
+
+def test_a_transparent_image_keeps_its_transparency_in_the_thumbnail(client):
+    grey = make_image(mode="L")
+    alpha = Image.new("L", grey.size, 255)
+    alpha.paste(0, (0, 0, grey.width // 2, grey.height))  # the left half transparent
+    grey_alpha = Image.merge("LA", (grey, alpha))
+    dto = upload(client, png_bytes(grey_alpha)).json()
+    with Image.open(io.BytesIO(client.get(dto["thumbnail_url"]).content)) as thumb:
+        thumb.load()
+        assert thumb.mode == "RGBA"
+        assert thumb.getpixel((0, 0))[3] == 0 and thumb.getpixel((thumb.width - 1, 0))[3] == 255
