@@ -63,15 +63,29 @@ class Target:
 TARGETS = (
     Target("server/http/security.py", ("tests/http/test_security.py",)),
     Target("server/models/paths.py", ("tests/models/test_search.py", "tests/reliability/test_access.py")),
-    Target("server/images/files.py", ("tests/images/test_files.py", "tests/images/test_traversal.py")),
-    Target("server/images/cache.py", ("tests/images/test_files.py",)),
+    Target(
+        "server/images/files.py",
+        (
+            "tests/images/test_files.py",
+            "tests/images/test_traversal.py",
+            # Start-up reconciliation (listing, remove_stray, write_thumbnail) and the PNG encoding of uploads.
+            "tests/images/test_reconcile.py",
+            "tests/images/test_upload.py",
+            "tests/images/test_upload_bytes.py",
+        ),
+    ),
+    Target("server/images/cache.py", ("tests/images/test_file_cache.py", "tests/images/test_files.py")),
     Target(
         "server/http/images.py",
         ("tests/images/test_files.py", "tests/images/test_traversal.py"),
         frozenset({"_FileResponse", "_not_modified", "_byte_range", "_range_response", "_serve"}),
     ),
     Target("server/ws/hub.py", ("tests/ws/test_hub.py",)),
-    Target("server/images/upload.py", ("tests/images/test_upload.py", "tests/images/test_upload_bytes.py")),
+    Target(
+        "server/images/upload.py",
+        # test_metadata.py: the foreign metadata an upload carries (A1111's EXIF UserComment, broken chunks).
+        ("tests/images/test_upload.py", "tests/images/test_upload_bytes.py", "tests/images/test_metadata.py"),
+    ),
     # The slowest tests last (real diffusers runs of the tiny model).
     Target("server/graph/schedulers.py", ("tests/graph/test_schedulers.py",)),
     Target("server/graph/cache.py", ("tests/graph/test_generate.py",)),
@@ -137,6 +151,10 @@ NATURAL_COMPARISON = {
 }
 
 
+# parso's node types of a parameter list, whose bare `*` and `/` are markers, not operators.
+PARAMETER_LISTS = frozenset({"parameters", "typedargslist", "varargslist", "lambdef"})
+
+
 def natural(operator_name: str) -> bool:
     kind, *pair = operator_name.removeprefix("core/").split("_")
     if kind == "ReplaceBinaryOperator":
@@ -152,6 +170,7 @@ class Mutant:
     occurrence: int
     row: int
     col: int
+    end: tuple[int, int] = (0, 0)  # where the mutated node ends (row, col)
     before: str = ""
     after: str = ""
     tests: list[str] = field(default_factory=list)
@@ -229,21 +248,29 @@ def mutants_of(target: Target, source: str, shape: Shape) -> tuple[list[Mutant],
     from cosmic_ray.ast import ast_nodes, get_ast
     from cosmic_ray.commands.init import _operators
 
-    left_out = {"other replacement of the same operator": 0, "annotation": 0, "outside the chosen functions": 0}
+    left_out = {
+        "other replacement of the same operator": 0,
+        "annotation": 0,
+        "outside the chosen functions": 0,
+        "a parameter marker, not an operator": 0,
+    }
     module_ast = get_ast(source)
     found: list[Mutant] = []
     for name, _, operator in _operators({}):
-        positions = [pos for node in ast_nodes(module_ast) for pos in operator.mutation_positions(node)]
-        for occurrence, (start, _end) in enumerate(positions):
+        positions = [(node, pos) for node in ast_nodes(module_ast) for pos in operator.mutation_positions(node)]
+        for occurrence, (node, (start, end)) in enumerate(positions):
             row, col = start
             if not natural(name):
                 left_out["other replacement of the same operator"] += 1
+            elif "BinaryOperator" in name and node.parent is not None and node.parent.type in PARAMETER_LISTS:
+                # cosmic-ray takes the `*` and `/` of `def f(a, *, b)` for multiplication and division.
+                left_out["a parameter marker, not an operator"] += 1
             elif shape.in_annotation(row, col):
                 left_out["annotation"] += 1
             elif target.functions is not None and not target.functions & set(shape.enclosing(row)):
                 left_out["outside the chosen functions"] += 1
             else:
-                found.append(Mutant(name, occurrence, row, col))
+                found.append(Mutant(name, occurrence, row, col, end))
     return found, left_out
 
 
@@ -251,13 +278,29 @@ def mutated_source(source: str, mutant: Mutant) -> str:
     from cosmic_ray.mutating import mutate_code
     from cosmic_ray.plugins import get_operator
 
-    code = mutate_code(source, get_operator(mutant.operator)(), mutant.occurrence)
+    if mutant.operator.endswith("ExceptionReplacer"):
+        code = _replace_exception(source, mutant)
+    else:
+        code = mutate_code(source, get_operator(mutant.operator)(), mutant.occurrence)
     if code is None:
         raise RuntimeError(f"cosmic-ray applied no mutation for {mutant}")
     old, new = source.splitlines(), code.splitlines()
     changed = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), mutant.row - 1)
     mutant.before, mutant.after = old[changed].strip(), new[changed].strip()
     return code
+
+
+def _replace_exception(source: str, mutant: Mutant) -> str:
+    """The exception class an `except` names replaced by one nothing raises, as cosmic-ray's ExceptionReplacer
+    does, but by position in the text: its own `mutate` fails on a dotted name (`except (binascii.Error, ...)`,
+    a parso node without a `value`)."""
+    (row, col), (end_row, end_col) = (mutant.row, mutant.col), mutant.end
+    lines = source.splitlines(keepends=True)
+    if end_row != row:
+        raise RuntimeError(f"an exception name over several lines: {mutant}")
+    line = lines[row - 1]
+    lines[row - 1] = line[:col] + "CosmicRayTestingException" + line[end_col:]
+    return "".join(lines)
 
 
 # Children
@@ -278,6 +321,13 @@ def _run_child(work: Path, args: list[str], timeout: float, report: Path | None 
                 os.dup2(devnull, 1)
                 os.dup2(devnull, 2)
             os.chdir(work)
+            # What an ExceptionReplacer mutant's `except` names: an exception nothing raises, so the handler no
+            # longer catches (without it, evaluating the clause would raise a NameError instead).
+            import builtins
+
+            from cosmic_ray.exceptions import CosmicRayTestingException
+
+            builtins.CosmicRayTestingException = CosmicRayTestingException  # type: ignore[attr-defined]
             sys.path.insert(0, str(work))
             code = _child_main(work, args, report)
         finally:

@@ -87,7 +87,8 @@ def decode_upload(data: bytes) -> DecodedUpload:
         raise NotAnImage(f"The image could not be decoded: {exc}") from None
 
     file_format = image.format
-    text_chunks = {key: value for key, value in getattr(image, "text", {}).items() if isinstance(value, str)}
+    # str(): Pillow gives an iTXt chunk as its own str subclass, which msgspec will not encode.
+    text_chunks = {key: str(value) for key, value in getattr(image, "text", {}).items() if isinstance(value, str)}
     try:
         exif: Image.Exif | None = image.getexif()
     except Exception:  # a damaged EXIF block loses what it held (comment, orientation), never the upload

@@ -173,6 +173,20 @@ def test_node_cache_entries_is_how_many_outputs_are_kept(settings, tiny_model_fi
     assert cached == {"model", "pos", "neg", "noise", "denoise", "meta"}
 
 
+def test_the_node_cache_keeps_the_most_recently_used_outputs(settings, tiny_model_files):
+    # One entry: the output of the last run is kept, the one before it is evicted (not the newest).
+    def cached(client, events, value: int) -> bool:
+        session = run_graph(client, events, {"nodes": {"n": {"type": "integer", "value": value}}, "edges": []})
+        assert session["status"] == "completed", session["errors"]
+        return [e.cached for e in events.of(session["id"], InvocationComplete)] == [True]
+
+    with generation_app(msgspec.structs.replace(settings, node_cache_entries=1), tiny_model_files) as (client, events):
+        assert not cached(client, events, 1)
+        assert not cached(client, events, 2)
+        assert cached(client, events, 2)
+        assert not cached(client, events, 1)
+
+
 def test_iterate_over_three_seeds_gives_three_images(generation):
     client, events = generation
     graph = t2i_graph(size=64, steps=2)

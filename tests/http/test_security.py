@@ -1,5 +1,7 @@
 """Token, Host and Origin checks, allowed and refused."""
 
+import base64
+
 import pytest
 from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient
@@ -112,3 +114,49 @@ def test_allowed_origin_setting(make_settings):
     with make_client(make_settings, allowed_origins=["http://ui.lan:3000"]) as client:
         with client.websocket_connect("ws://127.0.0.1:9090/ws-test", headers={"Origin": "http://ui.lan:3000"}) as ws:
             assert ws.receive_text() == "hello"
+
+
+def basic(credentials: bytes) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
+
+
+def test_http_basic_carries_the_token_as_the_password(token_client):
+    # A1111 clients send HTTP Basic: any user name, the token as the password (which may hold a colon).
+    url = "/api/v1/app/version"
+    assert token_client.get(url, headers=basic(b"me:s3cret")).status_code == 200
+    assert token_client.get(url, headers=basic(b":s3cret")).status_code == 200
+    assert (
+        token_client.get(url, headers={"Authorization": "basic " + base64.b64encode(b"x:s3cret").decode()}).status_code
+        == 200
+    )
+    wrong = token_client.get(url, headers=basic(b"s3cret:me"))
+    assert (wrong.status_code, wrong.json()["detail"]) == (401, "The access token is wrong")
+    with_colon = token_client.get(url, headers=basic(b"me:s3cret:more"))
+    assert with_colon.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Basic !!!not-base64!!!",
+        # Valid base64 with a character outside its alphabet in the middle: refused, not decoded leniently.
+        "Basic " + base64.b64encode(b"me:s3cret").decode()[:4] + "*" + base64.b64encode(b"me:s3cret").decode()[4:],
+        # Decodes, but not to UTF-8 text.
+        "Basic " + base64.b64encode(b"\xff\xfe:s3cret").decode(),
+    ],
+)
+def test_malformed_basic_credentials_are_401_not_500(token_client, authorization):
+    response = token_client.get("/api/v1/app/version", headers={"Authorization": authorization})
+    assert response.status_code == 401
+    assert "access token is required" in response.json()["detail"]
+
+
+def test_the_first_query_token_is_the_one_checked(token_client):
+    assert token_client.get("/api/v1/app/version?token=s3cret&token=nope").status_code == 200
+    assert token_client.get("/api/v1/app/version?token=nope&token=s3cret").status_code == 401
+
+
+@pytest.mark.parametrize("overrides", [{"host": "0.0.0.0"}, {"host": "::"}, {"allowed_hosts": ["*"]}])
+def test_any_host_when_listening_everywhere_or_allowed_hosts_is_a_star(tmp_path, overrides):
+    with make_client(tmp_path, **overrides) as client:
+        assert client.get("/health", headers={"Host": "studio.lan:9090"}).status_code == 200

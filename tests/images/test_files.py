@@ -4,6 +4,7 @@ whether a file comes from the memory cache or from disk."""
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 from PIL import Image
@@ -95,6 +96,48 @@ def test_range_requests_get_206(client, uploaded):
     assert client.get(url, headers={"Range": "pages=1-2"}).status_code == 200
 
 
+def test_range_edge_cases_follow_rfc_9110(client, uploaded):
+    url = uploaded["image_url"]
+    whole = client.get(url).content
+    size = len(whole)
+
+    def get(range_header: str, **more: str):
+        return client.get(url, headers={"Range": range_header, **more})
+
+    # The last byte, the whole file as one range, a suffix longer than the file, the unit in capitals.
+    response = get(f"bytes={size - 1}-")
+    assert (response.status_code, response.content) == (206, whole[-1:])
+    assert response.headers["content-range"] == f"bytes {size - 1}-{size - 1}/{size}"
+    response = get(f"bytes=0-{size - 1}")
+    assert (response.status_code, response.content) == (206, whole)
+    assert response.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
+    response = get(f"bytes=-{size + 50}")
+    assert (response.status_code, response.content) == (206, whole)
+    assert response.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
+    assert get("BYTES=2-3").content == whole[2:4]
+    response = get("bytes=3-3")  # one byte
+    assert (response.status_code, response.content) == (206, whole[3:4])
+    assert get(" bytes = 2-3 ").content == whole[2:4]
+    # Unsatisfiable: an empty suffix, a range that ends before it starts.
+    for unsatisfiable in ("bytes=-0", "bytes=5-3"):
+        response = get(unsatisfiable)
+        assert response.status_code == 416, unsatisfiable
+        assert response.headers["content-range"] == f"bytes */{size}"
+        assert response.json() == {"detail": "The requested range is outside the file"}
+    # Ignored (the whole file, 200): several ranges, no dash, no numbers, a number that is not one.
+    for ignored in ("bytes=0-1,4-5", "bytes=5", "bytes=-", "bytes=a-3", "bytes=3-b", "bytes=x", "pages=1-2"):
+        response = get(ignored)
+        assert (response.status_code, response.content) == (200, whole), ignored
+    # If-Range may also name the Last-Modified date.
+    last_modified = client.get(url).headers["last-modified"]
+    assert get("bytes=0-9", **{"If-Range": last_modified}).status_code == 206
+    # If-None-Match: * matches any version.
+    assert client.get(url, headers={"If-None-Match": "*"}).status_code == 304
+    assert client.get(url, headers={"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}).status_code == 304
+    # A date in an unknown zone (-0000) cannot be compared with ours: ignored, the whole file.
+    assert client.get(url, headers={"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 -0000"}).status_code == 200
+
+
 def test_thumbnail_is_webp_with_aspect_kept(client):
     for size, expected in (((1024, 512), (256, 128)), ((300, 900), (85, 256)), ((64, 48), (64, 48))):
         dto = upload(client, png_bytes(make_image(*size))).json()
@@ -123,3 +166,27 @@ def test_head_request(client, uploaded):
     response = client.head(uploaded["image_url"])
     assert response.status_code == 200
     assert response.headers["cache-control"] == IMMUTABLE
+
+
+def test_reading_files_from_disk_leaves_no_descriptor_open(client, uploaded):
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    client.get(uploaded["image_url"])
+    before = open_descriptors()
+    for _ in range(50):
+        service(client).cache.evict(uploaded["image_name"])
+        assert client.get(uploaded["image_url"]).status_code == 200
+    assert open_descriptors() - before < 10
+
+
+def test_a_transparent_image_keeps_its_transparency_in_the_thumbnail(client):
+    grey = make_image(mode="L")
+    alpha = Image.new("L", grey.size, 255)
+    alpha.paste(0, (0, 0, grey.width // 2, grey.height))  # the left half transparent
+    grey_alpha = Image.merge("LA", (grey, alpha))
+    dto = upload(client, png_bytes(grey_alpha)).json()
+    with Image.open(io.BytesIO(client.get(dto["thumbnail_url"]).content)) as thumb:
+        thumb.load()
+        assert thumb.mode == "RGBA"
+        assert thumb.getpixel((0, 0))[3] == 0 and thumb.getpixel((thumb.width - 1, 0))[3] == 255

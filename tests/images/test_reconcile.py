@@ -148,18 +148,26 @@ def test_records_without_files_are_removed_and_thumbnails_rebuilt(settings, tmp_
     outside.write_text("keep me")
     (settings.images_dir / "00000000-0000-4000-8000-000000000000.png").symlink_to(outside)
     (settings.images_dir / "notes.txt").write_text("stray")
+    (settings.images_dir / "dangling.png").symlink_to(tmp_path / "nothing-here")
+    # A folder is left where it is (and not reported removed).
+    (settings.thumbnails_dir / "a-folder").mkdir()
 
     with restart(settings) as client:
         assert service(client).reconciled.wait(30)
         report = service(client).reconcile_report
         assert report.records_removed == [gone]
         assert report.thumbnails_rebuilt == [thumbless]
-        assert sorted(report.strays_removed) == ["00000000-0000-4000-8000-000000000000.png", "notes.txt"]
+        assert sorted(report.strays_removed) == [
+            "00000000-0000-4000-8000-000000000000.png",
+            "dangling.png",
+            "notes.txt",
+        ]
         remaining = {item["image_name"] for item in client.get("/api/v1/images/").json()["items"]}
         assert remaining == {thumbless, intact}
         assert client.get(f"/api/v1/images/{thumbless}/thumbnail").status_code == 200
     assert listing(settings.images_dir) == sorted([thumbless, intact])
     assert outside.read_text() == "keep me"
+    assert (settings.thumbnails_dir / "a-folder").is_dir()
 
 
 def test_reconciliation_running_during_writes_removes_nothing_acknowledged(client, settings):

@@ -219,3 +219,56 @@ def test_a_png_other_readers_would_refuse_is_re_encoded(client, damage):
     assert decoded(data).size == (96, 64)  # Pillow reads it, so it is accepted, as it always was
     kept = reencoded(client, data)
     assert same_pixels(decoded(kept), random_pixels())
+
+
+def png_with_orientation(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    random_pixels().save(out, format="PNG", exif=exif)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("orientation", "turn"),
+    [
+        (2, Image.Transpose.FLIP_LEFT_RIGHT),  # the first that needs a change: a mirror
+        (8, Image.Transpose.ROTATE_90),  # the last: a quarter turn anticlockwise
+    ],
+)
+def test_every_exif_orientation_but_1_is_applied(client, orientation, turn):
+    kept = decoded(reencoded(client, png_with_orientation(orientation)))
+    assert same_pixels(kept, random_pixels().transpose(turn))
+
+
+@pytest.mark.parametrize("orientation", [1, 9])
+def test_a_png_whose_orientation_asks_for_nothing_is_kept_as_sent(client, orientation):
+    # 1 is "as stored"; 9 is no orientation at all, which readers ignore (so do we).
+    data = png_with_orientation(orientation)
+    assert stored(client, upload(client, data)) == data
+
+
+def test_a_text_chunk_over_pillows_limit_is_415(client, settings):
+    # Decompressed it exceeds PngImagePlugin.MAX_TEXT_CHUNK (1 MiB): Pillow refuses it with a ValueError.
+    data = with_chunk_after_ihdr(png_bytes(), b"zTXt", b"comment\x00\x00" + zlib.compress(b"a" * (2 * 1024**2)))
+    response = upload(client, data)
+    assert response.status_code == 415, response.text
+    assert "could not be decoded" in response.json()["detail"]
+    assert list(settings.images_dir.iterdir()) == []
+
+
+def test_a_re_encoded_png_keeps_its_metadata_chunks(client):
+    # A palette PNG is converted to RGB, so it is encoded again: the metadata it carried must come along.
+    parameters = "un renard, 狐\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 7"
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("parameters", parameters)
+    out = io.BytesIO()
+    make_image().convert("P").save(out, format="PNG", pnginfo=info)
+    with Image.open(io.BytesIO(reencoded(client, out.getvalue()))) as kept:
+        assert kept.text.get("parameters") == parameters
+
+
+def test_a_converted_upload_is_stored_compressed(client):
+    image = make_image(256, 256)
+    data = reencoded(client, jpeg_bytes(image))
+    assert len(data) < 256 * 256 * 3 // 2  # zlib level 0 would store every pixel byte

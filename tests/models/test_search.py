@@ -78,6 +78,27 @@ def test_search_errors(client: TestClient, tmp_path: Path) -> None:
     assert no_param.status_code == 422 and "search_path" in no_param.json()["detail"]
 
 
+def _path_of_length(base: Path, length: int) -> str:
+    """A path below `base` of exactly `length` bytes, in names of at most 200 bytes."""
+    path = str(base)
+    while len(path) < length:
+        path += "/" + "d" * min(200, length - len(path) - 1)
+    assert len(path) == length and not path.endswith("/")
+    return path
+
+
+def test_search_paths_longer_than_the_file_system_takes_are_422(client: TestClient, tmp_path: Path) -> None:
+    # Linux: a name has at most 255 bytes (NAME_MAX), a path at most 4095 (PATH_MAX counts the final NUL).
+    limits = "at most 255 bytes a name, 4095 in all"
+    for fits in (str(tmp_path / ("n" * 255)), str(tmp_path / ("é" * 127)), _path_of_length(tmp_path, 4095)):
+        response = client.get(f"{API}/search", params={"search_path": fits})
+        assert response.status_code == 404 and "not a folder" in response.json()["detail"], len(fits)
+    for too_long in (str(tmp_path / ("n" * 256)), str(tmp_path / ("é" * 128)), _path_of_length(tmp_path, 4096)):
+        response = client.get(f"{API}/search", params={"search_path": too_long})
+        assert response.status_code == 422, len(too_long)
+        assert response.json()["detail"] == f"search_path is too long for the file system ({limits})"
+
+
 def test_search_roots_restrict_where_search_and_import_look(tmp_path: Path, make_settings) -> None:
     allowed = tmp_path / "allowed"
     forbidden = tmp_path / "forbidden"

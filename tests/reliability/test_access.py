@@ -271,6 +271,10 @@ def test_convert_and_merge_write_to_the_root_and_search_roots_only(fenced) -> No
     root = client.app.state.settings.root_path
     default = client.put("/api/v1/models/merge/sd-1", json={"model_names": ["one", "two"], "merged_model_name": "d"})
     assert default.status_code == 200 and (root / default.json()["path"]).is_dir()
+    # Once that folder exists, the next merge to it is no different.
+    again = client.put("/api/v1/models/merge/sd-1", json={"model_names": ["one", "two"], "merged_model_name": "e"})
+    assert again.status_code == 200, again.text
+    assert (root / again.json()["path"]).parent == (root / default.json()["path"]).parent
 
 
 def test_deleting_a_model_deletes_files_in_the_models_folder_only(fenced) -> None:
