@@ -4,6 +4,7 @@ it): A1111's own API test cases in our words, its error shape, and the `webuiapi
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import threading
@@ -107,6 +108,37 @@ def test_every_listing_answers_in_a1111s_shape(sd: httpx.Client):
     assert "ram" in sd.get("/memory").json()
     assert sd.get("/cmd-flags").json()["api"] is True
     assert sd.get("/progress").json()["state"]["job_count"] == 0
+
+
+def folder_sha256(folder: Path) -> str:
+    """The documented hash of a diffusers folder: each file's path in it, a NUL, its bytes, in path order."""
+    digest = hashlib.sha256()
+    files = sorted((p.relative_to(folder).as_posix(), p) for p in folder.rglob("*") if p.is_file())
+    for name, path in files:
+        if ".cache" not in Path(name).parts:
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_model_hashes_are_a1111s_sha256_and_name_the_model(server: ServerProcess, sd: httpx.Client):
+    deadline = time.monotonic() + 60
+    listed = sd.get("/sd-models").json()[0]
+    while listed["sha256"] is None and time.monotonic() < deadline:  # hashed in the background, null till then
+        time.sleep(0.2)
+        listed = sd.get("/sd-models").json()[0]
+    path = Path(listed["filename"])
+    sha = folder_sha256(path if path.is_absolute() else server.root / path)
+    assert listed["sha256"] == sha and listed["hash"] == sha[:10]
+    assert sd.get("/options").json()["sd_checkpoint_hash"] == sha
+    body = txt2img(sd)
+    assert body["info"]["sd_model_hash"] == sha[:10]
+    assert f"Size: 64x64, Model hash: {sha[:10]}, Model: tiny" in body["info"]["infotexts"][0]
+    # A1111's title `name [hash]`, or the hash alone, names the model.
+    for title in (f"tiny.safetensors [{sha[:10]}]", f"renamed [{sha[:10]}]", sha[:10], sha):
+        named = txt2img(sd, override_settings={"sd_model_checkpoint": title})
+        assert named["info"]["sd_model_name"] == "tiny", title
+    wrong = sd.post("/txt2img", json={**SMALL, "override_settings": {"sd_model_checkpoint": "0123456789"}})
+    assert wrong.status_code == 422
 
 
 # txt2img
