@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
 
 from server.models.tiny_adapters import write_tiny_embedding, write_tiny_lora, write_tiny_upscaler
 from tests.browser.conftest import ServerProcess, free_port, import_models, make_root, wait_for_model
@@ -357,6 +358,83 @@ def test_png_info_reads_a1111_text_back(sd: httpx.Client):
     assert "invokeai_metadata" in info["items"]
     plain = sd.post("/png-info", json={"image": b64(Image.new("RGB", (8, 8)))}).json()
     assert plain["info"] == ""
+
+
+# ComfyUI's "prompt" chunk as its Save Image node writes it: a txt2img pass with a LoRA, then a hires pass (listed
+# first, as ComfyUI's node ids do not follow the order of the passes).
+COMFY_PROMPT = {
+    "12": {
+        "class_type": "KSampler",
+        "inputs": {
+            "seed": 42,
+            "steps": 10,
+            "cfg": 5.5,
+            "sampler_name": "dpmpp_2m",
+            "scheduler": "karras",
+            "denoise": 0.5,
+            "model": ["10", 0],
+            "positive": ["6", 0],
+            "negative": ["7", 0],
+            "latent_image": ["11", 0],
+        },
+    },
+    "3": {
+        "class_type": "KSampler",
+        "inputs": {
+            "seed": 156680208700286,
+            "steps": 20,
+            "cfg": 8.0,
+            "sampler_name": "euler_ancestral",
+            "scheduler": "normal",
+            "denoise": 1.0,
+            "model": ["10", 0],
+            "positive": ["6", 0],
+            "negative": ["7", 0],
+            "latent_image": ["5", 0],
+        },
+    },
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "SD1.5/v1-5-pruned-emaonly.safetensors"}},
+    "10": {
+        "class_type": "LoraLoader",
+        "inputs": {
+            "lora_name": "film.safetensors",
+            "strength_model": 1,
+            "strength_clip": 1,
+            "model": ["4", 0],
+            "clip": ["4", 1],
+        },
+    },
+    "5": {"class_type": "EmptyLatentImage", "inputs": {"batch_size": 1, "height": 512, "width": 768}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["10", 1], "text": "beautiful scenery, (sunset:1.2)"}},
+    "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["10", 1], "text": "text, watermark"}},
+    "11": {
+        "class_type": "LatentUpscaleBy",
+        "inputs": {"upscale_method": "nearest-exact", "scale_by": 1.5, "samples": ["3", 0]},
+    },
+    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["4", 2]}},
+    "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}},
+}
+
+
+def test_png_info_reads_comfyuis_prompt_graph(sd: httpx.Client):
+    chunks = PngInfo()
+    chunks.add_text("prompt", json.dumps(COMFY_PROMPT))
+    chunks.add_text("workflow", json.dumps({"last_node_id": 12, "nodes": [], "links": [], "version": 0.4}))
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), "gray").save(buffer, format="PNG", pnginfo=chunks)
+    response = sd.post("/png-info", json={"image": base64.b64encode(buffer.getvalue()).decode()})
+    assert response.status_code == 200, response.text
+    info = response.json()
+    assert info["info"] == (
+        "beautiful scenery, (sunset:1.2)\n"
+        "Negative prompt: text, watermark\n"
+        "Steps: 20, Sampler: Euler a, Schedule type: Normal, CFG scale: 8.0, Seed: 156680208700286, "
+        "Size: 768x512, Model: v1-5-pruned-emaonly"
+    )
+    parameters = info["parameters"]
+    assert parameters["Prompt"] == "beautiful scenery, (sunset:1.2)" and parameters["Sampler"] == "Euler a"
+    assert parameters["Size"] == "768x512" and parameters["Seed"] == "156680208700286"
+    assert json.loads(info["items"]["prompt"]) == COMFY_PROMPT and "workflow" in info["items"]
 
 
 # options
