@@ -59,8 +59,8 @@ def _scheduled(
 def _encoder(graph: Builder, node_id: str, prompt: str) -> str:
     settings = graph.settings
     graph.encoders.append(node_id)
+    long_prompt = {"long_prompt": "chunks"} if settings.prompt_syntax == "a1111" else {}
     if not graph.sdxl:
-        long_prompt = {"long_prompt": "chunks"} if settings.prompt_syntax == "a1111" else {}
         return graph.add(node_id, "compel", prompt=prompt, **long_prompt)
     size = {
         "original_width": settings.width,
@@ -68,7 +68,7 @@ def _encoder(graph: Builder, node_id: str, prompt: str) -> str:
         "target_width": settings.width,
         "target_height": settings.height,
     }
-    return graph.add(node_id, "sdxl_compel_prompt", prompt=prompt, style="", **size)
+    return graph.add(node_id, "sdxl_compel_prompt", prompt=prompt, style="", **size, **long_prompt)
 
 
 def model_parts(graph: Builder) -> tuple[Output, Output, Output, Output]:

@@ -169,7 +169,6 @@ def plan(
     overrides = {**options, **request.override_settings}
     warnings: list[str] = []
     model = main_model(catalogue, overrides)
-    sdxl = model.base_model == "sdxl"
     scheduler, sampler_name, schedule = sampler_for(request.sampler_name or request.sampler_index, request.scheduler)
     skip = clip_skip(overrides.get("CLIP_stop_at_last_layers", 1))
     vae = _vae(catalogue, overrides)
@@ -233,8 +232,6 @@ def plan(
             _inpaint_fill(request, values, warnings)
     elif getattr(request, "enable_hr", False):
         values["hires"] = _hires(request, catalogue, warnings)
-    if sdxl and request.prompt and ("BREAK" in request.prompt or len(request.prompt) > 300):
-        warnings.append("SDXL prompts are read up to 77 tokens; BREAK and longer prompts are truncated")
 
     settings = []
     for seed_value, subseed_value in zip(seeds, subseeds, strict=True):
