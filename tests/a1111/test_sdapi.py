@@ -328,6 +328,40 @@ def test_inpainting_keeps_the_init_image_outside_the_mask(sd: httpx.Client, inve
     assert np.abs(result[painted] - original[painted]).mean() > 1
 
 
+def test_only_masked_inpaints_the_masks_box_at_the_requested_size(sd: httpx.Client):
+    init = txt2img(sd, width=128, height=96)["images"][0]
+    mask = Image.new("L", (128, 96), 0)
+    ImageDraw.Draw(mask).rectangle((80, 40, 95, 55), fill=255)  # 16×16, right of the middle
+    fields = {
+        **SMALL,
+        "prompt": "a boat",
+        "init_images": [init],
+        "mask": b64(mask),
+        "mask_blur": 0,
+        "inpaint_full_res": True,
+        "inpaint_full_res_padding": 8,
+        "inpainting_fill": 1,
+        "denoising_strength": 0.9,
+    }
+    response = sd.post("/img2img", json=fields)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    result, original = pixels(body["images"][0]), pixels(init)
+    assert result.shape == original.shape  # the init image's size, not the 64×64 it was inpainted at
+    inside = np.asarray(mask) > 127
+    assert np.array_equal(result[~inside], original[~inside])
+    assert np.abs(result[inside] - original[inside]).mean() > 1
+    info = json.loads(body["info"])
+    assert "Inpaint area: Only masked, Masked area padding: 8" in info["infotexts"][0] and not info["warnings"]
+    # The box: the mask's 16×16 and 8 around it (32×32, already square like 64×64), at 64×64 and back.
+    graph = sd.get(sd.base_url.join(f"/api/v1/sessions/{info['session_ids'][0]}")).json()["graph"]
+    crop = graph["nodes"]["init_crop"]
+    assert (crop["x"], crop["y"], crop["width"], crop["height"]) == (72, 32, 32, 32)
+    assert graph["nodes"]["init_resize"]["width"] == 64 and graph["nodes"]["region_paste"]["x"] == 72
+    negative = sd.post("/img2img", json={**fields, "inpaint_full_res_padding": -1})
+    assert negative.status_code == 422 and "inpaint_full_res_padding" in negative.text
+
+
 # extras and png-info
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 import server.graph.standard.a1111_prompt as a1111_prompt
-from server.graph.standard.settings import GenerationSettings, HiresSettings, RefinerSettings
+from server.graph.standard.settings import GenerationSettings, HiresSettings, InpaintRegion, RefinerSettings
 
 if TYPE_CHECKING:
     from server.graph.standard.draft import Builder, Output
@@ -129,6 +129,12 @@ def init_image(graph: Builder, vae: Output) -> Canvas:
         graph.add("pad", "img_pad", is_intermediate=True, **margins)
         graph.wire(source, "pad", "image")
         source, mask = ("pad", "image"), ("pad", "mask")
+    region = settings.inpaint_region
+    if region is not None:
+        box = {"x": region.x, "y": region.y, "width": region.width, "height": region.height}
+        graph.add("init_crop", "img_crop", is_intermediate=True, **box)
+        graph.wire(source, "init_crop", "image")
+        source = ("init_crop", "image")
     graph.add("init_resize", "img_resize", is_intermediate=True, resample_mode="lanczos", **size)
     graph.wire(source, "init_resize", "image")
     image: Output = ("init_resize", "image")
@@ -139,6 +145,10 @@ def init_image(graph: Builder, vae: Output) -> Canvas:
     if settings.mask_image is not None:
         graph.add("mask_image", "image", image={"image_name": settings.mask_image})
         mask = ("mask_image", "image")
+        if region is not None:
+            graph.add("mask_crop", "img_crop", is_intermediate=True, **box)
+            graph.wire(mask, "mask_crop", "image")
+            mask = ("mask_crop", "image")
     if mask is None:
         return Canvas(image=image, mask=None)
     graph.add("mask_resize", "img_resize", is_intermediate=True, resample_mode="nearest", **size)
@@ -150,6 +160,26 @@ def init_image(graph: Builder, vae: Output) -> Canvas:
     graph.wire(vae, "mask", "vae")
     graph.wire(("mask", "denoise_mask"), "denoise", "denoise_mask")
     return Canvas(image=image, mask=mask)
+
+
+def paste_region(graph: Builder, region: InpaintRegion) -> str:
+    """The inpainted region (`paste`) back at its own size onto the whole init image, through its part of the
+    mask (A1111's "only masked"); returns the final node."""
+    graph.nodes["paste"]["is_intermediate"] = True
+    graph.add(
+        "region_resize",
+        "img_resize",
+        is_intermediate=True,
+        resample_mode="lanczos",
+        width=region.width,
+        height=region.height,
+    )
+    graph.wire(("paste", "image"), "region_resize", "image")
+    graph.add("region_paste", "img_paste", x=region.x, y=region.y)
+    graph.wire(("init_image", "image"), "region_paste", "base_image")
+    graph.wire(("region_resize", "image"), "region_paste", "image")
+    graph.wire(("mask_crop", "image"), "region_paste", "mask")
+    return "region_paste"
 
 
 def controls(graph: Builder) -> None:

@@ -163,6 +163,7 @@ def plan(
     *,
     init_image: str | None = None,
     mask_image: str | None = None,
+    region: tuple[int, int, int, int] | None = None,
 ) -> Plan:
     """The settings for every image of a txt2img or img2img request. `init_image` / `mask_image`: the request's
     images, already in the gallery (the routes upload and prepare them)."""
@@ -230,6 +231,8 @@ def plan(
         if mask_image is not None:
             values["mask_image"] = mask_image
             _inpaint_fill(request, values, warnings)
+            if region is not None:
+                values["inpaint_region"] = dict(zip(("x", "y", "width", "height"), region, strict=True))
     elif getattr(request, "enable_hr", False):
         values["hires"] = _hires(request, catalogue, warnings)
 
@@ -336,8 +339,6 @@ def _inpaint_fill(request: Any, values: dict[str, Any], warnings: list[str]) -> 
     if request.inpainting_fill in (2, 3):
         values["strength"] = 1.0
         warnings.append("inpainting_fill latent noise/nothing: the masked area is denoised from noise (strength 1)")
-    if request.inpaint_full_res:
-        warnings.append("inpaint_full_res (only masked) is not supported: the whole picture was inpainted")
 
 
 def infotext(plan: Plan, settings: GenerationSettings, request: Any, prompt: str, negative: str) -> str:
@@ -377,6 +378,8 @@ def infotext(plan: Plan, settings: GenerationSettings, request: Any, prompt: str
         pairs += [("Refiner", settings.refiner.model.model_name), ("Refiner switch at", settings.refiner.switch_at)]
     if settings.mask_image is not None:
         pairs.append(("Mask blur", request.mask_blur if request.mask_blur is not None else request.mask_blur_x))
+    if settings.inpaint_region is not None:
+        pairs += [("Inpaint area", "Only masked"), ("Masked area padding", request.inpaint_full_res_padding)]
     pairs.append(("Version", f"imagegraph {__version__}"))
     lines = [prompt]
     if negative:
