@@ -116,14 +116,17 @@ def plain_embeddings(prompt: str, tokenizer: Any, text_encoder: Any) -> Any:
     return text_encoder(tokens.input_ids.to(text_encoder.device), attention_mask=mask)[0]
 
 
-def encode_sdxl_part(prompt: str, tokenizer: Any, text_encoder: Any, skipped: int, *, pooled: bool) -> tuple[Any, Any]:
+def encode_sdxl_part(
+    prompt: str, tokenizer: Any, text_encoder: Any, skipped: int, *, pooled: bool, truncate: bool = True
+) -> tuple[Any, Any]:
     """One SDXL text encoder's contribution: the penultimate layer's hidden states (not normalised), as
     StableDiffusionXLPipeline.encode_prompt takes them, and (the second encoder) its pooled, projected output.
-    Skipped layers move the hidden states earlier; the pooled output always comes from the whole encoder."""
+    Skipped layers move the hidden states earlier; the pooled output always comes from the whole encoder.
+    `truncate`: as in `encode_prompt`; a long prompt's pooled output is its first chunk's, as A1111's."""
     import torch
 
     with torch.inference_mode():
-        if _COMPEL_SYNTAX.search(prompt) is None:
+        if truncate and _COMPEL_SYNTAX.search(prompt) is None:
             tokens = tokenizer(
                 prompt,
                 padding="max_length",
@@ -138,7 +141,7 @@ def encode_sdxl_part(prompt: str, tokenizer: Any, text_encoder: Any, skipped: in
         compel = Compel(
             tokenizer=tokenizer,
             text_encoder=text_encoder,
-            truncate_long_prompts=True,
+            truncate_long_prompts=truncate,
             returned_embeddings_type=ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED,
             requires_pooled=pooled,
         )
@@ -146,6 +149,13 @@ def encode_sdxl_part(prompt: str, tokenizer: Any, text_encoder: Any, skipped: in
             result = compel(prompt)
         if not pooled:
             return result, None
+        if not truncate:
+            # compel pools the prompt's text as written, syntax and all; A1111 the first chunk: for BREAK chunks
+            # (a conjunction) the first part's text, for a long prompt its first 77 tokens (compel's already).
+            parts = compel.parse_prompt_string(prompt).prompts
+            if len(parts) > 1 and hasattr(parts[0], "children"):
+                first = "".join(getattr(fragment, "text", "") for fragment in parts[0].children)
+                return result[0], compel.conditioning_provider.get_pooled_embeddings([first], device=compel.device)
         # compel's pooled output is that of the encoder as it ran; with layers skipped, ask the whole one.
         whole = compel(prompt)[1] if skipped else result[1]
         return result[0], whole

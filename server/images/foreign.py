@@ -196,9 +196,17 @@ def parse_comfyui(prompt: str | None, workflow: str | None) -> dict[str, Any] | 
 
 def _comfyui_fields(graph: dict[str, Any]) -> dict[str, Any]:
     nodes = {key: node for key, node in graph.items() if isinstance(node, dict)}
-    sampler = next((node for node in nodes.values() if "KSampler" in str(node.get("class_type", ""))), None)
-    if sampler is None:
+    samplers = [node for node in nodes.values() if "KSampler" in str(node.get("class_type", ""))]
+    if not samplers:
         return {}
+
+    def starts_from_nothing(node: dict[str, Any]) -> bool:
+        link = (node.get("inputs") or {}).get("latent_image")
+        source = nodes.get(str(link[0])) if isinstance(link, list) and link else None
+        return source is not None and "EmptyLatentImage" in str(source.get("class_type", ""))
+
+    # With several (a hires pass, a refiner), the first pass is the one that starts from an empty latent.
+    sampler = next((node for node in samplers if starts_from_nothing(node)), samplers[0])
     inputs = sampler.get("inputs") or {}
     fields: dict[str, Any] = {}
     for ours, theirs in (

@@ -4,6 +4,7 @@ it): A1111's own API test cases in our words, its error shape, and the `webuiapi
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import threading
@@ -15,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
 
 from server.models.tiny_adapters import write_tiny_embedding, write_tiny_lora, write_tiny_upscaler
 from tests.browser.conftest import ServerProcess, free_port, import_models, make_root, wait_for_model
@@ -107,6 +109,37 @@ def test_every_listing_answers_in_a1111s_shape(sd: httpx.Client):
     assert "ram" in sd.get("/memory").json()
     assert sd.get("/cmd-flags").json()["api"] is True
     assert sd.get("/progress").json()["state"]["job_count"] == 0
+
+
+def folder_sha256(folder: Path) -> str:
+    """The documented hash of a diffusers folder: each file's path in it, a NUL, its bytes, in path order."""
+    digest = hashlib.sha256()
+    files = sorted((p.relative_to(folder).as_posix(), p) for p in folder.rglob("*") if p.is_file())
+    for name, path in files:
+        if ".cache" not in Path(name).parts:
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_model_hashes_are_a1111s_sha256_and_name_the_model(server: ServerProcess, sd: httpx.Client):
+    deadline = time.monotonic() + 60
+    listed = sd.get("/sd-models").json()[0]
+    while listed["sha256"] is None and time.monotonic() < deadline:  # hashed in the background, null till then
+        time.sleep(0.2)
+        listed = sd.get("/sd-models").json()[0]
+    path = Path(listed["filename"])
+    sha = folder_sha256(path if path.is_absolute() else server.root / path)
+    assert listed["sha256"] == sha and listed["hash"] == sha[:10]
+    assert sd.get("/options").json()["sd_checkpoint_hash"] == sha
+    body = txt2img(sd)
+    assert body["info"]["sd_model_hash"] == sha[:10]
+    assert f"Size: 64x64, Model hash: {sha[:10]}, Model: tiny" in body["info"]["infotexts"][0]
+    # A1111's title `name [hash]`, or the hash alone, names the model.
+    for title in (f"tiny.safetensors [{sha[:10]}]", f"renamed [{sha[:10]}]", sha[:10], sha):
+        named = txt2img(sd, override_settings={"sd_model_checkpoint": title})
+        assert named["info"]["sd_model_name"] == "tiny", title
+    wrong = sd.post("/txt2img", json={**SMALL, "override_settings": {"sd_model_checkpoint": "0123456789"}})
+    assert wrong.status_code == 422
 
 
 # txt2img
@@ -295,6 +328,40 @@ def test_inpainting_keeps_the_init_image_outside_the_mask(sd: httpx.Client, inve
     assert np.abs(result[painted] - original[painted]).mean() > 1
 
 
+def test_only_masked_inpaints_the_masks_box_at_the_requested_size(sd: httpx.Client):
+    init = txt2img(sd, width=128, height=96)["images"][0]
+    mask = Image.new("L", (128, 96), 0)
+    ImageDraw.Draw(mask).rectangle((80, 40, 95, 55), fill=255)  # 16×16, right of the middle
+    fields = {
+        **SMALL,
+        "prompt": "a boat",
+        "init_images": [init],
+        "mask": b64(mask),
+        "mask_blur": 0,
+        "inpaint_full_res": True,
+        "inpaint_full_res_padding": 8,
+        "inpainting_fill": 1,
+        "denoising_strength": 0.9,
+    }
+    response = sd.post("/img2img", json=fields)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    result, original = pixels(body["images"][0]), pixels(init)
+    assert result.shape == original.shape  # the init image's size, not the 64×64 it was inpainted at
+    inside = np.asarray(mask) > 127
+    assert np.array_equal(result[~inside], original[~inside])
+    assert np.abs(result[inside] - original[inside]).mean() > 1
+    info = json.loads(body["info"])
+    assert "Inpaint area: Only masked, Masked area padding: 8" in info["infotexts"][0] and not info["warnings"]
+    # The box: the mask's 16×16 and 8 around it (32×32, already square like 64×64), at 64×64 and back.
+    graph = sd.get(sd.base_url.join(f"/api/v1/sessions/{info['session_ids'][0]}")).json()["graph"]
+    crop = graph["nodes"]["init_crop"]
+    assert (crop["x"], crop["y"], crop["width"], crop["height"]) == (72, 32, 32, 32)
+    assert graph["nodes"]["init_resize"]["width"] == 64 and graph["nodes"]["region_paste"]["x"] == 72
+    negative = sd.post("/img2img", json={**fields, "inpaint_full_res_padding": -1})
+    assert negative.status_code == 422 and "inpaint_full_res_padding" in negative.text
+
+
 # extras and png-info
 
 
@@ -325,6 +392,83 @@ def test_png_info_reads_a1111_text_back(sd: httpx.Client):
     assert "invokeai_metadata" in info["items"]
     plain = sd.post("/png-info", json={"image": b64(Image.new("RGB", (8, 8)))}).json()
     assert plain["info"] == ""
+
+
+# ComfyUI's "prompt" chunk as its Save Image node writes it: a txt2img pass with a LoRA, then a hires pass (listed
+# first, as ComfyUI's node ids do not follow the order of the passes).
+COMFY_PROMPT = {
+    "12": {
+        "class_type": "KSampler",
+        "inputs": {
+            "seed": 42,
+            "steps": 10,
+            "cfg": 5.5,
+            "sampler_name": "dpmpp_2m",
+            "scheduler": "karras",
+            "denoise": 0.5,
+            "model": ["10", 0],
+            "positive": ["6", 0],
+            "negative": ["7", 0],
+            "latent_image": ["11", 0],
+        },
+    },
+    "3": {
+        "class_type": "KSampler",
+        "inputs": {
+            "seed": 156680208700286,
+            "steps": 20,
+            "cfg": 8.0,
+            "sampler_name": "euler_ancestral",
+            "scheduler": "normal",
+            "denoise": 1.0,
+            "model": ["10", 0],
+            "positive": ["6", 0],
+            "negative": ["7", 0],
+            "latent_image": ["5", 0],
+        },
+    },
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "SD1.5/v1-5-pruned-emaonly.safetensors"}},
+    "10": {
+        "class_type": "LoraLoader",
+        "inputs": {
+            "lora_name": "film.safetensors",
+            "strength_model": 1,
+            "strength_clip": 1,
+            "model": ["4", 0],
+            "clip": ["4", 1],
+        },
+    },
+    "5": {"class_type": "EmptyLatentImage", "inputs": {"batch_size": 1, "height": 512, "width": 768}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["10", 1], "text": "beautiful scenery, (sunset:1.2)"}},
+    "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["10", 1], "text": "text, watermark"}},
+    "11": {
+        "class_type": "LatentUpscaleBy",
+        "inputs": {"upscale_method": "nearest-exact", "scale_by": 1.5, "samples": ["3", 0]},
+    },
+    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["4", 2]}},
+    "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}},
+}
+
+
+def test_png_info_reads_comfyuis_prompt_graph(sd: httpx.Client):
+    chunks = PngInfo()
+    chunks.add_text("prompt", json.dumps(COMFY_PROMPT))
+    chunks.add_text("workflow", json.dumps({"last_node_id": 12, "nodes": [], "links": [], "version": 0.4}))
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), "gray").save(buffer, format="PNG", pnginfo=chunks)
+    response = sd.post("/png-info", json={"image": base64.b64encode(buffer.getvalue()).decode()})
+    assert response.status_code == 200, response.text
+    info = response.json()
+    assert info["info"] == (
+        "beautiful scenery, (sunset:1.2)\n"
+        "Negative prompt: text, watermark\n"
+        "Steps: 20, Sampler: Euler a, Schedule type: Normal, CFG scale: 8.0, Seed: 156680208700286, "
+        "Size: 768x512, Model: v1-5-pruned-emaonly"
+    )
+    parameters = info["parameters"]
+    assert parameters["Prompt"] == "beautiful scenery, (sunset:1.2)" and parameters["Sampler"] == "Euler a"
+    assert parameters["Size"] == "768x512" and parameters["Seed"] == "156680208700286"
+    assert json.loads(info["items"]["prompt"]) == COMFY_PROMPT and "workflow" in info["items"]
 
 
 # options

@@ -52,6 +52,50 @@ def test_alternation_changes_every_step_and_editing_at_its_step():
     assert schedule("a [cat|dog]", 3) == [(2 / 3, "a cat"), (1.0, "a dog")]
 
 
+def test_when_with_a_decimal_point_is_a_fraction_without_one_a_step():
+    # A1111 1.6+ (its default; "old scheduling" read anything below 1 as a fraction).
+    assert prompt_schedule("[a:b:1.0]", 10) == [(10, "a")]  # all the steps: no switch
+    assert prompt_schedule("[a:b:1]", 10) == [(1, "a"), (10, "b")]  # step 1
+    assert prompt_schedule("[a:b:.5]", 10) == prompt_schedule("[a:b: 0.5 ]", 10) == [(5, "a"), (10, "b")]
+    assert prompt_schedule("[a:b:0]", 10) == prompt_schedule("[a:b:-1]", 10) == [(10, "b")]
+    assert prompt_schedule("[a:b:x]", 10) == [(10, "[a:b:x]")]  # no number: brackets for the attention syntax
+
+
+def test_a_hires_pass_has_a_schedule_over_its_own_steps():
+    # A1111's examples: a fraction counts from 1 over the second pass, a step number from the first pass's end.
+    assert prompt_schedule("a [b:.5] c", 10, first_pass_steps=10) == [(10, "a b c")]
+    assert prompt_schedule("a [b:1.5] c", 10, first_pass_steps=10) == [(5, "a  c"), (10, "a b c")]
+    assert prompt_schedule("[a:b:25]", 10, first_pass_steps=20) == [(5, "a"), (10, "b")]
+    settings = {"model": MODEL, "prompt": "[red cat:blue dog:0.5] [sky:sea:1.5]", "steps": 4, "seed": 1}
+    hires = {"scale": 2, "strength": 0.8, "steps": 10}
+    graph = build_graph(msgspec.convert({**settings, "prompt_syntax": "a1111", "hires": hires}, GenerationSettings))
+    nodes, edges = graph["nodes"], graph["edges"]
+    wired = {
+        e["destination"]["field"]: e["source"]["node_id"]
+        for e in edges
+        if e["destination"]["node_id"] == "hires_denoise"
+    }
+    assert wired["positive_conditioning"] == "hires_pos" and wired["negative_conditioning"] == "neg"
+    # The hires pass runs 8 of its 10 steps, counted from 0 against the schedule over all 10 (as A1111's): `sky`
+    # to its step 5, then `sea`; `red cat` ended with the first pass.
+    assert nodes["hires_pos"]["until"] == [0.75, 1.0]
+    assert [nodes[f"hires_pos_{i}"]["prompt"] for i in (1, 2)] == ["blue dog sky", "blue dog sea"]
+    assert nodes["pos"]["until"] == [0.75, 1.0] and nodes["pos_1"]["prompt"] == "red cat sky"
+    # Without editing, the hires pass takes the first pass's conditioning.
+    plain = build_graph(
+        msgspec.convert({**settings, "prompt": "a cat", "prompt_syntax": "a1111", "hires": hires}, GenerationSettings)
+    )
+    assert "hires_pos" not in plain["nodes"]
+
+
+def test_image_to_image_counts_the_steps_it_runs_against_the_whole_schedule():
+    settings = {"model": MODEL, "prompt": "[a:b:0.25]", "steps": 20, "seed": 1, "prompt_syntax": "a1111"}
+    graph = build_graph(msgspec.convert({**settings, "init_image": "x.png", "strength": 0.5}, GenerationSettings))
+    # 10 steps run; `a` to step 5 of 20, so for the first 6 of them.
+    assert graph["nodes"]["pos"]["until"] == [0.6, 1.0]
+    assert schedule("[a:b:0.25]", 20) == [(0.3, "a"), (1.0, "b")]
+
+
 def test_attention_weights_as_a1111_computes_them():
     assert parse_attention("a (b) ((c)) [d] (e:1.5) \\(f\\)") == [
         ("a ", 1.0),

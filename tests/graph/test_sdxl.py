@@ -249,3 +249,35 @@ def test_an_sdxl_embedding_reaches_the_refiner_through_its_second_encoder(app):
     with_embedding, _ = generate(app, model=SDXL, prompt="a <xlemb> lighthouse", steps=4, refiner=refiner)
     plain, _ = generate(app, model=SDXL, prompt="a lighthouse", steps=4, refiner=refiner)
     assert np.abs(with_embedding - plain).mean() > 0.3
+
+
+# A1111's long prompts: 75-token chunks through both encoders (every word below is one token of the tiny vocab).
+WORDS = ["a", "red", "cat", "in", "the", "garden", "with", "blue", "sky", "sea", "dog", "house", "tree"]
+
+
+def words(count: int, start: int = 0) -> str:
+    return " ".join(WORDS[(start + i) % len(WORDS)] for i in range(count))
+
+
+def test_a1111_sdxl_prompts_past_75_tokens_are_read_in_chunks_and_break_starts_one(app):
+    long_prompt, first_chunk = words(100), words(75)
+    sdxl = {"model": SDXL, "negative_prompt": "blurry"}
+    # Truncated (the default syntax) the tail is lost, as in diffusers' pipeline; A1111's syntax keeps it.
+    truncated, _ = generate(app, **sdxl, prompt=long_prompt)
+    assert np.array_equal(truncated, generate(app, **sdxl, prompt=first_chunk)[0])
+    chunked, _ = generate(app, **sdxl, prompt=long_prompt, prompt_syntax="a1111")
+    without_tail = np.abs(chunked - generate(app, **sdxl, prompt=first_chunk, prompt_syntax="a1111")[0]).mean()
+    assert without_tail > 0.5
+    # BREAK ends a chunk: after exactly 75 tokens it changes nothing (the pooled output is the first chunk's either
+    # way); earlier, it moves the rest to a chunk of its own.
+    tail = words(25, start=75)
+    at_the_boundary, _ = generate(app, **sdxl, prompt=f"{first_chunk} BREAK {tail}", prompt_syntax="a1111")
+    assert np.array_equal(at_the_boundary, chunked)
+    early = generate(app, **sdxl, prompt=f"{words(10)} BREAK {words(15, start=10)}", prompt_syntax="a1111")[0]
+    assert np.abs(early - generate(app, **sdxl, prompt=words(25), prompt_syntax="a1111")[0]).mean() > 0.5
+    # A long negative prompt against a short positive one pads the positive.
+    assert generate(app, model=SDXL, prompt="a cat", negative_prompt=long_prompt, prompt_syntax="a1111")[0].shape == (
+        128,
+        128,
+        3,
+    )

@@ -6,7 +6,7 @@ score instead of the target size), as StableDiffusionXLPipeline computes them.""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from server.models.catalogue import ModelCatalogue
 
 Pixels = Annotated[int, msgspec.Meta(ge=0, le=16384)]
+CHUNK_TOKENS = 77  # one chunk of CLIP tokens, with its start and end
 Score = Annotated[float, msgspec.Meta(ge=0, le=10)]
 
 
@@ -69,11 +70,24 @@ class SDXLRefinerModelLoaderNode(Node, tag="sdxl_refiner_model_loader", kw_only=
         )
 
 
-def _encode(ctx: InvocationContext, prompt: str, clip: ClipField, *, pooled: bool) -> tuple[Any, Any]:
+def _encode(
+    ctx: InvocationContext, prompt: str, clip: ClipField, *, pooled: bool, truncate: bool = True
+) -> tuple[Any, Any]:
     tokenizer, text_encoder = prompts.text_encoder_for(ctx, clip)
     prompt = prompts.with_embeddings(ctx, prompt, clip, tokenizer, text_encoder)
     with prompts.prepared(ctx, clip, text_encoder, sdxl=True):
-        return prompts.encode_sdxl_part(prompt, tokenizer, text_encoder, clip.skipped_layers, pooled=pooled)
+        return prompts.encode_sdxl_part(
+            prompt, tokenizer, text_encoder, clip.skipped_layers, pooled=pooled, truncate=truncate
+        )
+
+
+def _padded(embeds: Any, tokens: int, empty: Any) -> Any:
+    """`embeds` made `tokens` long with an encoding of the empty prompt, one chunk at a time."""
+    import torch
+
+    if embeds.shape[1] >= tokens:
+        return embeds
+    return torch.cat([embeds, empty.repeat(1, (tokens - embeds.shape[1]) // empty.shape[1], 1)], dim=1)
 
 
 def _second_encoder(clip2: ClipField) -> ClipField:
@@ -97,6 +111,8 @@ class SDXLCompelPromptNode(Node, tag="sdxl_compel_prompt", kw_only=True):
     target_height: Pixels = 1024
     clip: Annotated[ClipField | None, WIRE_REQUIRED] = None
     clip2: Annotated[ClipField | None, WIRE_REQUIRED] = None
+    # Past 75 tokens: `truncate` as diffusers' pipeline, or `chunks` of 75 through both encoders (A1111), as `compel`.
+    long_prompt: Literal["truncate", "chunks"] = "truncate"
     output = ConditioningOutput
     category = "conditioning"
 
@@ -110,8 +126,23 @@ class SDXLCompelPromptNode(Node, tag="sdxl_compel_prompt", kw_only=True):
         assert self.clip is not None and self.clip2 is not None
         import torch
 
-        first, _ = _encode(ctx, self.prompt, self.clip, pooled=False)
-        second, pooled = _encode(ctx, self.style or self.prompt, _second_encoder(self.clip2), pooled=True)
+        truncate = self.long_prompt == "truncate"
+        clip2 = _second_encoder(self.clip2)
+        first, _ = _encode(ctx, self.prompt, self.clip, pooled=False, truncate=truncate)
+        second, pooled = _encode(ctx, self.style or self.prompt, clip2, pooled=True, truncate=truncate)
+        padding = None
+        if max(first.shape[1], second.shape[1]) > CHUNK_TOKENS:
+            # A style of another length than the prompt: the shorter side takes empty chunks. The empty prompt's
+            # chunk through both also pads the shorter of the positive and negative conditioning (denoise.py).
+            empty = torch.cat(
+                [_encode(ctx, "", self.clip, pooled=False)[0], _encode(ctx, "", clip2, pooled=False)[0]], dim=-1
+            )
+            tokens = max(first.shape[1], second.shape[1])
+            first, second = (
+                _padded(first, tokens, empty[..., : first.shape[-1]]),
+                _padded(second, tokens, empty[..., first.shape[-1] :]),
+            )
+            padding = empty
         conditioning = TextConditioning(
             embeds=torch.cat([first, second], dim=-1),
             pooled=pooled,
@@ -124,6 +155,7 @@ class SDXLCompelPromptNode(Node, tag="sdxl_compel_prompt", kw_only=True):
                 self.target_width,
             ),
             empty=not self.prompt and not self.style,
+            padding=padding,
         )
         return ConditioningOutput(
             conditioning=ConditioningField(conditioning_name=ctx.put_tensor("conditioning", conditioning))

@@ -5,7 +5,11 @@
 
 The rules are those of A1111's `modules/prompt_parser.py` (facts, not its code): `(...)` multiplies by 1.1 and
 `[...]` divides by 1.1, `(text:w)` sets w; unclosed brackets close at the end; an entry ending at step `e` of
-`S` is used while the 0-based sampling step is ≤ e; `when` below 1 is a fraction of the steps."""
+`S` is used while the 0-based sampling step is ≤ e. `when` written with a decimal point is a fraction of the
+steps (`0.25`, `.5`, `1.0`), without one a step number (`3`); in a hires pass, whose schedule is over its own
+steps, a fraction counts from 1 (`1.5`: half way through the second pass) and a step number from the end of
+the first pass (`25` of 20 + 10: the second pass's step 5). (A1111 before 1.6, and its "old scheduling"
+option, read any `when` below 1 as a fraction; its default since is the rule above.)"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ _ATTENTION = re.compile(
     r"\\\(|\\\)|\\\[|\\]|\\\\|\\|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|]|[^\\()\[\]:]+|:",
 )
 _BREAK = re.compile(r"\s*\bBREAK\b\s*")
+# A1111's NUMBER (lark's SIGNED_NUMBER) where a `when` belongs.
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _UP, _DOWN = 1.1, 1 / 1.1
 
 
@@ -57,7 +63,7 @@ class _Text:
 class _Edit:
     before: list
     after: list
-    when: float
+    when: str  # as written: its decimal point makes it a fraction
 
 
 @dataclass
@@ -111,8 +117,8 @@ class _ScheduleParser:
         if closed:
             self.at += 1
         if closed and separators and set(separators) == {":"} and len(parts) in (2, 3):
-            when = _number(_flatten(parts[-1]))
-            if when is not None and when >= 0:
+            when = _flatten(parts[-1]).strip()
+            if _NUMBER.fullmatch(when):
                 before = parts[0] if len(parts) == 3 else []
                 return _Edit(before, parts[-2], when)
         if closed and separators and set(separators) == {"|"}:
@@ -122,13 +128,6 @@ class _ScheduleParser:
         closed = self.at < len(self.text)
         self.at += int(closed)
         return [_Text("["), *inner, _Text("]" if closed else "")]
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text.strip())
-    except ValueError:
-        return None
 
 
 def _flatten(items: list) -> str:
@@ -143,51 +142,64 @@ def _flatten(items: list) -> str:
     return "".join(out)
 
 
-def _edit_step(when: float, steps: int) -> int:
-    return min(steps, int(when * steps if when < 1 else when))
+@dataclass(frozen=True)
+class _Pass:
+    """The steps a schedule is over, and for a hires pass the first pass's (its offsets)."""
+
+    steps: int
+    first_pass_steps: int | None = None
+
+    def edit_step(self, when: str) -> int:
+        value = float(when)
+        if "." in when:
+            value = (value - (1.0 if self.first_pass_steps is not None else 0.0)) * self.steps
+        else:
+            value -= self.first_pass_steps or 0
+        return min(self.steps, int(value))
 
 
-def _boundaries(items: list, steps: int, found: set[int]) -> None:
+def _boundaries(items: list, run: _Pass, found: set[int]) -> None:
     for item in items:
         if isinstance(item, list):
-            _boundaries(item, steps, found)
+            _boundaries(item, run, found)
         elif isinstance(item, _Edit):
-            step = _edit_step(item.when, steps)
+            step = run.edit_step(item.when)
             if step >= 1:
                 found.add(step)
-            _boundaries(item.before, steps, found)
-            _boundaries(item.after, steps, found)
+            _boundaries(item.before, run, found)
+            _boundaries(item.after, run, found)
         elif isinstance(item, _Alternate):
-            found.update(range(1, steps + 1))
+            found.update(range(1, run.steps + 1))
             for option in item.options:
-                _boundaries(option, steps, found)
+                _boundaries(option, run, found)
 
 
-def _text_at(items: list, step: int, steps: int) -> str:
+def _text_at(items: list, step: int, run: _Pass) -> str:
     out = []
     for item in items:
         if isinstance(item, _Text):
             out.append(item.text)
         elif isinstance(item, list):
-            out.append(_text_at(item, step, steps))
+            out.append(_text_at(item, step, run))
         elif isinstance(item, _Edit):
-            chosen = item.before if step <= _edit_step(item.when, steps) else item.after
-            out.append(_text_at(chosen, step, steps))
+            chosen = item.before if step <= run.edit_step(item.when) else item.after
+            out.append(_text_at(chosen, step, run))
         else:
-            out.append(_text_at(item.options[(step - 1) % len(item.options)], step, steps))
+            out.append(_text_at(item.options[(step - 1) % len(item.options)], step, run))
     return "".join(out)
 
 
-def prompt_schedule(prompt: str, steps: int) -> list[tuple[int, str]]:
+def prompt_schedule(prompt: str, steps: int, first_pass_steps: int | None = None) -> list[tuple[int, str]]:
     """[(end_at_step, text)] as A1111 computes it: the text at each step where something changes, and at the
-    last step."""
+    last step. `first_pass_steps`: this is the schedule of a hires pass of `steps`, after a first of those."""
     items = _ScheduleParser(prompt).parse()
+    run = _Pass(steps, first_pass_steps)
     found: set[int] = set()
-    _boundaries(items, steps, found)
+    _boundaries(items, run, found)
     ends = [*sorted(step for step in found if step < steps), steps]
     schedule: list[tuple[int, str]] = []
     for end in ends:
-        text = _text_at(items, end, steps)
+        text = _text_at(items, end, run)
         if schedule and schedule[-1][1] == text:
             schedule[-1] = (end, text)
         else:
@@ -280,13 +292,18 @@ def mark_embeddings(text: str, names: set[str]) -> str:
     return pattern.sub(r"<\1>", text)
 
 
-def schedule(prompt: str, steps: int) -> list[tuple[float, str]]:
+def schedule(
+    prompt: str, steps: int, *, run: int | None = None, first_pass_steps: int | None = None
+) -> list[tuple[float, str]]:
     """The prompt's schedule as `conditioning_schedule` takes it: (until fraction, A1111 text) per entry. An
     entry ending at the next-to-last step already covers the last one (steps count from 0), so what follows it
-    is never used, in A1111 either."""
+    is never used, in A1111 either. `run`: the steps the denoise runs when it is fewer than `steps` (image to
+    image, a hires pass: `steps` × strength); A1111 counts the steps it runs from 0 against a schedule over all
+    `steps`, and so does this."""
+    ran = max(1, run if run is not None else steps)
     entries: list[tuple[float, str]] = []
-    for end, text in prompt_schedule(prompt, steps):
-        until = min((end + 1) / steps, 1.0)
+    for end, text in prompt_schedule(prompt, steps, first_pass_steps):
+        until = min((end + 1) / ran, 1.0)
         entries.append((until, text))
         if until == 1.0:
             break

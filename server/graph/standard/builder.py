@@ -45,6 +45,8 @@ def _check(settings: GenerationSettings) -> None:
         raise SettingsProblem("hires", "the hires pass follows text to image; leave it out with an init image")
     if settings.hires is not None and settings.refiner is not None:
         raise SettingsProblem("hires", "a hires pass and a refiner do not go together; choose one")
+    if settings.inpaint_region is not None and settings.mask_image is None:
+        raise SettingsProblem("inpaint_region", "an inpaint region is part of an inpainting: give `mask_image` too")
     if settings.variation_strength > 0 and settings.variation_seed is None:
         raise SettingsProblem(
             "variation_seed", "`variation_strength` moves the noise toward a `variation_seed`: give one"
@@ -97,6 +99,8 @@ def build_graph(settings: GenerationSettings) -> dict[str, Any]:
         graph.wire(canvas.image, "paste", "base_image")
         graph.wire(("decode", "image"), "paste", "image")
         graph.wire(canvas.mask, "paste", "mask")
+        if settings.inpaint_region is not None:
+            final = stages.paste_region(graph, settings.inpaint_region)
     if settings.metadata:
         graph.add("meta", "metadata_accumulator", **stages.metadata(settings, model, size, sampling))
         graph.wire(("meta", "metadata"), final, "metadata")

@@ -27,6 +27,9 @@ class Builder:
         self.edges: list[dict[str, Any]] = []
         # The prompt nodes: each takes the text encoder(s).
         self.encoders: list[str] = []
+        # The node giving a pass's conditioning where it is not the node of that name (`hires_pos` → `pos`
+        # when the hires pass's prompt schedule is the first pass's).
+        self.conditioning_of: dict[str, str] = {}
 
     def add(self, node_id: str, node_type: str, **fields: Any) -> str:
         self.nodes[node_id] = {"id": node_id, "type": node_type, **fields}

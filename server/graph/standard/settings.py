@@ -79,6 +79,15 @@ class OutpaintSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     fill: Literal["edge", "fill"] = "edge"
 
 
+class InpaintRegion(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The part of the init image to inpaint at the settings' size (A1111's "only masked"), in its pixels."""
+
+    x: Annotated[int, msgspec.Meta(ge=0, le=16384)]
+    y: Annotated[int, msgspec.Meta(ge=0, le=16384)]
+    width: Annotated[int, msgspec.Meta(ge=1, le=16384)]
+    height: Annotated[int, msgspec.Meta(ge=1, le=16384)]
+
+
 class GenerationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """What a person sets on the Generate page; everything else of the graph follows from it."""
 
@@ -107,6 +116,9 @@ class GenerationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     strength: Fraction = 0.75
     # Inpainting: where to repaint the init image (white); outside it the result keeps the init image's pixels.
     mask_image: str | None = None
+    # Inpaint only this box of the init image (and mask), at width × height, then paste it back at its own size
+    # through the mask; the result keeps the init image's size.
+    inpaint_region: InpaintRegion | None = None
     # Outpainting: extend the init image's canvas (its new area is the mask).
     outpaint: OutpaintSettings | None = None
     controls: list[ControlSettings] = []

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 import server.graph.standard.a1111_prompt as a1111_prompt
-from server.graph.standard.settings import GenerationSettings, HiresSettings, RefinerSettings
+from server.graph.standard.settings import GenerationSettings, HiresSettings, InpaintRegion, RefinerSettings
 
 if TYPE_CHECKING:
     from server.graph.standard.draft import Builder, Output
@@ -16,30 +16,51 @@ if TYPE_CHECKING:
 
 def prompts(graph: Builder) -> None:
     """`pos` and `neg`: the prompts' conditioning. With A1111's syntax a prompt that changes over the steps is a
-    `conditioning_schedule` of one encoding per entry (`pos_1`, `pos_2`...); any other prompt one node."""
+    `conditioning_schedule` of one encoding per entry (`pos_1`, `pos_2`...); any other prompt one node. A hires
+    pass has a schedule of its own over its steps (`hires_pos`, `hires_neg`) where it differs from the first's."""
     settings = graph.settings
     for node_id, text in (("pos", settings.prompt), ("neg", settings.negative_prompt)):
-        if settings.prompt_syntax == "a1111":
-            schedule = [
-                (until, a1111_prompt.to_compel(entry)) for until, entry in a1111_prompt.schedule(text, settings.steps)
-            ]
-        else:
-            schedule = [(1.0, text)]
-        if len(schedule) == 1:
-            _encoder(graph, node_id, schedule[0][1])
+        if settings.prompt_syntax != "a1111":
+            _encoder(graph, node_id, text)
             continue
-        collect = graph.add(f"{node_id}_entries", "collect")
-        for index, (_, entry) in enumerate(schedule, start=1):
-            graph.wire((_encoder(graph, f"{node_id}_{index}", entry), "conditioning"), collect, "item")
-        graph.add(node_id, "conditioning_schedule", until=[until for until, _ in schedule])
-        graph.wire((collect, "collection"), node_id, "conditionings")
+        run = int(settings.steps * settings.strength) if settings.init_image is not None else settings.steps
+        if settings.mask_image is not None and settings.strength >= 1:
+            run = settings.steps
+        first = a1111_prompt.schedule(text, settings.steps, run=run)
+        _scheduled(graph, node_id, first)
+        if settings.hires is not None:
+            steps = settings.hires.steps or settings.steps
+            hires = a1111_prompt.schedule(
+                text, steps, run=int(steps * settings.hires.strength), first_pass_steps=settings.steps
+            )
+            _scheduled(graph, f"hires_{node_id}", hires, same_as=(node_id, first))
+
+
+def _scheduled(
+    graph: Builder,
+    node_id: str,
+    schedule: list[tuple[float, str]],
+    same_as: tuple[str, list[tuple[float, str]]] | None = None,
+) -> None:
+    if same_as is not None and same_as[1] == schedule:
+        graph.conditioning_of[node_id] = same_as[0]
+        return
+    entries = [(until, a1111_prompt.to_compel(text)) for until, text in schedule]
+    if len(entries) == 1:
+        _encoder(graph, node_id, entries[0][1])
+        return
+    collect = graph.add(f"{node_id}_entries", "collect")
+    for index, (_, entry) in enumerate(entries, start=1):
+        graph.wire((_encoder(graph, f"{node_id}_{index}", entry), "conditioning"), collect, "item")
+    graph.add(node_id, "conditioning_schedule", until=[until for until, _ in entries])
+    graph.wire((collect, "collection"), node_id, "conditionings")
 
 
 def _encoder(graph: Builder, node_id: str, prompt: str) -> str:
     settings = graph.settings
     graph.encoders.append(node_id)
+    long_prompt = {"long_prompt": "chunks"} if settings.prompt_syntax == "a1111" else {}
     if not graph.sdxl:
-        long_prompt = {"long_prompt": "chunks"} if settings.prompt_syntax == "a1111" else {}
         return graph.add(node_id, "compel", prompt=prompt, **long_prompt)
     size = {
         "original_width": settings.width,
@@ -47,7 +68,7 @@ def _encoder(graph: Builder, node_id: str, prompt: str) -> str:
         "target_width": settings.width,
         "target_height": settings.height,
     }
-    return graph.add(node_id, "sdxl_compel_prompt", prompt=prompt, style="", **size)
+    return graph.add(node_id, "sdxl_compel_prompt", prompt=prompt, style="", **size, **long_prompt)
 
 
 def model_parts(graph: Builder) -> tuple[Output, Output, Output, Output]:
@@ -108,6 +129,12 @@ def init_image(graph: Builder, vae: Output) -> Canvas:
         graph.add("pad", "img_pad", is_intermediate=True, **margins)
         graph.wire(source, "pad", "image")
         source, mask = ("pad", "image"), ("pad", "mask")
+    region = settings.inpaint_region
+    if region is not None:
+        box = {"x": region.x, "y": region.y, "width": region.width, "height": region.height}
+        graph.add("init_crop", "img_crop", is_intermediate=True, **box)
+        graph.wire(source, "init_crop", "image")
+        source = ("init_crop", "image")
     graph.add("init_resize", "img_resize", is_intermediate=True, resample_mode="lanczos", **size)
     graph.wire(source, "init_resize", "image")
     image: Output = ("init_resize", "image")
@@ -118,6 +145,10 @@ def init_image(graph: Builder, vae: Output) -> Canvas:
     if settings.mask_image is not None:
         graph.add("mask_image", "image", image={"image_name": settings.mask_image})
         mask = ("mask_image", "image")
+        if region is not None:
+            graph.add("mask_crop", "img_crop", is_intermediate=True, **box)
+            graph.wire(mask, "mask_crop", "image")
+            mask = ("mask_crop", "image")
     if mask is None:
         return Canvas(image=image, mask=None)
     graph.add("mask_resize", "img_resize", is_intermediate=True, resample_mode="nearest", **size)
@@ -129,6 +160,26 @@ def init_image(graph: Builder, vae: Output) -> Canvas:
     graph.wire(vae, "mask", "vae")
     graph.wire(("mask", "denoise_mask"), "denoise", "denoise_mask")
     return Canvas(image=image, mask=mask)
+
+
+def paste_region(graph: Builder, region: InpaintRegion) -> str:
+    """The inpainted region (`paste`) back at its own size onto the whole init image, through its part of the
+    mask (A1111's "only masked"); returns the final node."""
+    graph.nodes["paste"]["is_intermediate"] = True
+    graph.add(
+        "region_resize",
+        "img_resize",
+        is_intermediate=True,
+        resample_mode="lanczos",
+        width=region.width,
+        height=region.height,
+    )
+    graph.wire(("paste", "image"), "region_resize", "image")
+    graph.add("region_paste", "img_paste", x=region.x, y=region.y)
+    graph.wire(("init_image", "image"), "region_paste", "base_image")
+    graph.wire(("region_resize", "image"), "region_paste", "image")
+    graph.wire(("mask_crop", "image"), "region_paste", "mask")
+    return "region_paste"
 
 
 def controls(graph: Builder) -> None:
@@ -260,8 +311,12 @@ def hires(graph: Builder, settings: HiresSettings, latents: Output, unet: Output
         strength=settings.strength,
     )
     graph.wire(unet, "hires_denoise", "unet")
-    graph.wire(("pos", "conditioning"), "hires_denoise", "positive_conditioning")
-    graph.wire(("neg", "conditioning"), "hires_denoise", "negative_conditioning")
+    for side in ("pos", "neg"):
+        source = side
+        if generation.prompt_syntax == "a1111":
+            source = graph.conditioning_of.get(f"hires_{side}", f"hires_{side}")
+        field = "positive_conditioning" if side == "pos" else "negative_conditioning"
+        graph.wire((source, "conditioning"), "hires_denoise", field)
     graph.wire(("hires_noise", "noise"), "hires_denoise", "noise")
     graph.wire(larger, "hires_denoise", "latents")
     return ("hires_denoise", "latents")

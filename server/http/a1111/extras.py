@@ -43,8 +43,47 @@ async def png_info(request: Request, *, body: s.PngInfoRequest) -> Response:
     return json_response(s.PngInfoResponse(info=text, items=items, parameters=_parameters_of(text)))
 
 
+# ComfyUI's sampler and scheduler names (KSampler's `sampler_name`, `scheduler`) → A1111's.
+COMFYUI_SAMPLERS = {
+    "euler": "Euler",
+    "euler_ancestral": "Euler a",
+    "heun": "Heun",
+    "dpm_2": "DPM2",
+    "dpm_2_ancestral": "DPM2 a",
+    "lms": "LMS",
+    "dpm_fast": "DPM fast",
+    "dpm_adaptive": "DPM adaptive",
+    "dpmpp_2s_ancestral": "DPM++ 2S a",
+    "dpmpp_sde": "DPM++ SDE",
+    "dpmpp_2m": "DPM++ 2M",
+    "dpmpp_2m_sde": "DPM++ 2M SDE",
+    "dpmpp_3m_sde": "DPM++ 3M SDE",
+    "ddim": "DDIM",
+    "ddpm": "DDPM",
+    "uni_pc": "UniPC",
+    "lcm": "LCM",
+}
+COMFYUI_SCHEDULERS = {
+    "normal": "Normal",
+    "karras": "Karras",
+    "exponential": "Exponential",
+    "sgm_uniform": "SGM Uniform",
+    "simple": "Simple",
+    "ddim_uniform": "DDIM",
+    "beta": "Beta",
+    "kl_optimal": "KL Optimal",
+}
+
+
+def _file_stem(name: str) -> str:
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, suffix = base.rpartition(".")
+    return stem if dot and suffix.lower() in ("safetensors", "ckpt", "pt", "bin", "pth", "gguf", "sft") else base
+
+
 def _infotext_of(metadata: str | None) -> str:
-    """A1111 infotext from our (InvokeAI's) or ComfyUI's metadata, as parsed on upload."""
+    """A1111 infotext from our (InvokeAI's) or ComfyUI's metadata, as parsed on upload (for ComfyUI:
+    server/images/foreign.py reads its `prompt` graph: the KSampler, its prompts, latent size and checkpoint)."""
     if not metadata:
         return ""
     try:
@@ -55,22 +94,32 @@ def _infotext_of(metadata: str | None) -> str:
         return ""
     if isinstance(fields.get("parameters"), str):
         return fields["parameters"]
-    names = {ours: theirs for theirs, ours in translate.SAMPLERS.items()}
-    scheduler = str(fields.get("scheduler") or "")
+    model = fields.get("model")
+    model = model.get("model_name") if isinstance(model, dict) else model
+    strength = fields.get("strength")
+    if fields.get("format") == "comfyui":
+        sampler = str(fields.get("sampler") or "")
+        schedule = str(fields.get("scheduler") or "")
+        sampler_name: Any = COMFYUI_SAMPLERS.get(sampler, sampler or None)
+        schedule_type: Any = COMFYUI_SCHEDULERS.get(schedule, schedule or None)
+        if isinstance(model, str):
+            model = _file_stem(model)  # A1111 names a checkpoint without its folder and extension
+        if isinstance(strength, (int, float)) and strength >= 1:
+            strength = None  # a full denoise is text to image: A1111 writes no strength for it
+    else:
+        names = {ours: theirs for theirs, ours in translate.SAMPLERS.items()}
+        scheduler = str(fields.get("scheduler") or "")
+        sampler_name = names.get(scheduler, scheduler or None) if scheduler != "dpmpp_2m_k" else "DPM++ 2M"
+        schedule_type = "Karras" if scheduler == "dpmpp_2m_k" else None
     pairs = [
         ("Steps", fields.get("steps")),
-        ("Sampler", names.get(scheduler, scheduler or None) if scheduler != "dpmpp_2m_k" else "DPM++ 2M"),
-        ("Schedule type", "Karras" if scheduler == "dpmpp_2m_k" else None),
+        ("Sampler", sampler_name),
+        ("Schedule type", schedule_type),
         ("CFG scale", fields.get("cfg_scale")),
         ("Seed", fields.get("seed")),
         ("Size", f"{fields['width']}x{fields['height']}" if fields.get("width") and fields.get("height") else None),
-        (
-            "Model",
-            (fields.get("model") or {}).get("model_name")
-            if isinstance(fields.get("model"), dict)
-            else fields.get("model"),
-        ),
-        ("Denoising strength", fields.get("strength")),
+        ("Model", model),
+        ("Denoising strength", strength),
     ]
     lines = [str(fields.get("positive_prompt") or "")]
     if fields.get("negative_prompt"):

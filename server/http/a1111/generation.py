@@ -13,7 +13,7 @@ from starlette.responses import Response
 from server import __version__
 from server.http.a1111 import schema as s
 from server.http.a1111 import translate
-from server.http.a1111.images import base64_of, decode_image, fit, inpaint_mask, upload_image
+from server.http.a1111.images import base64_of, decode_image, fit, inpaint_mask, masked_region, upload_image
 from server.http.a1111.jobs import JobFailed
 from server.http.a1111.state import TAGS, catalogue_of, problem, state_of
 from server.http.errors import ApiError
@@ -21,7 +21,7 @@ from server.http.io import json_response, operation
 from server.http.state import services
 
 
-def _plan(body: Any, catalogue: translate.Catalogue, options: dict[str, Any], **images: str | None) -> translate.Plan:
+def _plan(body: Any, catalogue: translate.Catalogue, options: dict[str, Any], **images: Any) -> translate.Plan:
     try:
         plan = translate.plan(body, catalogue, options, **images)
     except translate.RequestProblem as exc:
@@ -67,9 +67,9 @@ async def _generate(request: Request, body: Any, plan: translate.Plan) -> Respon
         "restore_faces": bool(body.restore_faces),
         "face_restoration_model": None,
         "sd_model_name": plan.model.model_name,
-        "sd_model_hash": None,
+        "sd_model_hash": plan.model_hash,
         "sd_vae_name": plan.vae.model_name if plan.vae else None,
-        "sd_vae_hash": None,
+        "sd_vae_hash": plan.vae_hash,
         "seed_resize_from_w": body.seed_resize_from_w,
         "seed_resize_from_h": body.seed_resize_from_h,
         "denoising_strength": body.denoising_strength,
@@ -116,14 +116,27 @@ async def img2img(request: Request, *, body: s.Img2ImgRequest) -> Response:
     catalogue = await catalogue_of(request)
     options = await state.options.get()
     _plan(body, catalogue, options, init_image="-")  # names and values checked before anything is uploaded
-    init = fit(decode_image(body.init_images[0], "init_images"), body.width, body.height, body.resize_mode)
-    mask_name = None
+    if body.inpaint_full_res_padding < 0:
+        raise problem("inpaint_full_res_padding", "inpaint_full_res_padding must be 0 or more")
+    init = decode_image(body.init_images[0], "init_images").convert("RGB")
+    only_masked = bool(body.mask and body.inpaint_full_res)
+    if not only_masked:
+        init = fit(init, body.width, body.height, body.resize_mode)
+    mask_name, region = None, None
     if body.mask:
         mask = inpaint_mask(decode_image(body.mask, "mask"), body)
         if mask.size != init.size:
             mask = mask.resize(init.size, Image.Resampling.LANCZOS)
+        if only_masked:
+            # A1111's "only masked": the box around the mask, at the request's size, pasted back at its own.
+            region = masked_region(mask, body.inpaint_full_res_padding, body.width, body.height)
+            if region is None:
+                init = fit(init, body.width, body.height, body.resize_mode)  # nothing painted: as a whole
+                mask = mask.resize(init.size)
         mask_name = await upload_image(svc, mask)
-    plan = _plan(body, catalogue, options, init_image=await upload_image(svc, init), mask_image=mask_name)
+    plan = _plan(
+        body, catalogue, options, init_image=await upload_image(svc, init), mask_image=mask_name, region=region
+    )
     return await _generate(request, body, plan)
 
 

@@ -70,3 +70,30 @@ def inpaint_mask(image: Image.Image, body: s.Img2ImgRequest) -> Image.Image:
         mask = ImageOps.invert(mask)
     blur = body.mask_blur if body.mask_blur is not None else max(body.mask_blur_x, body.mask_blur_y)
     return mask.filter(ImageFilter.GaussianBlur(blur)) if blur else mask
+
+
+def masked_region(mask: Image.Image, padding: int, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """A1111's "only masked" box, (x, y, width, height): around the mask's painted pixels, `padding` more on each
+    side, then grown to the aspect of `width` × `height` (kept inside the image where it fits); None when the
+    mask paints nothing."""
+    box = mask.point(lambda value: 255 if value > 0 else 0).getbbox()
+    if box is None:
+        return None
+    x1, y1 = max(box[0] - padding, 0), max(box[1] - padding, 0)
+    x2, y2 = min(box[2] + padding, mask.width), min(box[3] + padding, mask.height)
+    if (x2 - x1) / (y2 - y1) > width / height:
+        y1, y2 = _grown(y1, y2, round((x2 - x1) * height / width), mask.height)
+    else:
+        x1, x2 = _grown(x1, x2, round((y2 - y1) * width / height), mask.width)
+    return x1, y1, x2 - x1, y2 - y1
+
+
+def _grown(start: int, end: int, length: int, limit: int) -> tuple[int, int]:
+    """[start, end) grown about its middle to `length`, moved back inside [0, limit), cut to it if longer."""
+    extra = length - (end - start)
+    start, end = start - extra // 2, end + extra - extra // 2
+    if start < 0:
+        start, end = 0, end - start
+    if end > limit:
+        start, end = start - (end - limit), limit
+    return max(start, 0), end

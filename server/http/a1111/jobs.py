@@ -81,7 +81,7 @@ class Jobs:
 
     async def generate(self, settings: list[GenerationSettings]) -> JobResult:
         """Queue one standard-graph session per settings, wait for all of them; JobFailed when one fails."""
-        return await self.run([build_graph(item) for item in settings], ("paste", "decode"))
+        return await self.run([build_graph(item) for item in settings], ("region_paste", "paste", "decode"))
 
     async def run(self, graphs: list[dict[str, Any]], final_nodes: tuple[str, ...]) -> JobResult:
         """Queue one session per graph, wait for all of them; each image is the first of `final_nodes` there is."""

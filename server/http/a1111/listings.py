@@ -18,10 +18,15 @@ from server.http.state import services
 @operation("A1111's options (model, VAE, clip skip and the rest), kept across restarts", tags=TAGS)
 async def get_options(request: Request) -> Response:
     values = await state_of(request).options.get()
+    catalogue = await catalogue_of(request)
+    try:
+        model = translate.main_model(catalogue, values)
+    except translate.RequestProblem:
+        model = None  # none registered, or the one chosen is gone: reported when a generation asks for it
     if not values.get("sd_model_checkpoint"):
-        catalogue = await catalogue_of(request)
-        usable = [c for c in catalogue.mains if c.base_model in ("sd-1", "sd-2", "sdxl")]
-        values["sd_model_checkpoint"] = translate.model_title(usable[0]) if usable else None
+        values["sd_model_checkpoint"] = translate.model_title(model) if model is not None else None
+    # A1111 keeps the checkpoint's full sha256 here (null until it is known: see hashes.py).
+    values["sd_checkpoint_hash"] = catalogue.hashes.get(model.key) if model is not None else None
     return json_response(values)
 
 
@@ -32,11 +37,16 @@ async def set_options(request: Request, *, body: dict[str, Any]) -> Response:
     try:
         if changes.get("sd_model_checkpoint"):
             model = translate.find_model(
-                catalogue.mains, str(changes["sd_model_checkpoint"]), "sd_model_checkpoint", "checkpoint"
+                catalogue.mains,
+                str(changes["sd_model_checkpoint"]),
+                "sd_model_checkpoint",
+                "checkpoint",
+                catalogue.hashes,
             )
             changes["sd_model_checkpoint"] = translate.model_title(model)
         if changes.get("sd_vae") and changes["sd_vae"] not in ("Automatic", "None"):
-            translate.find_model(catalogue.vaes, str(changes["sd_vae"]), "sd_vae", "VAE")
+            translate.find_model(catalogue.vaes, str(changes["sd_vae"]), "sd_vae", "VAE", catalogue.hashes)
+        changes.pop("sd_checkpoint_hash", None)  # follows the checkpoint
         if "CLIP_stop_at_last_layers" in changes:
             translate.clip_skip(changes["CLIP_stop_at_last_layers"])
     except translate.RequestProblem as exc:
@@ -45,20 +55,24 @@ async def set_options(request: Request, *, body: dict[str, Any]) -> Response:
     return json_response(None)
 
 
-@operation("Registered main models as A1111 lists checkpoints", tags=TAGS, responses={200: list[s.SdModel]})
+@operation(
+    "Registered main models as A1111 lists checkpoints; `hash`/`sha256` are null until hashed (in the background)",
+    tags=TAGS,
+    responses={200: list[s.SdModel]},
+)
 async def sd_models(request: Request) -> Response:
-    models = (await catalogue_of(request)).mains
+    catalogue = await catalogue_of(request)
     return json_response(
         [
             s.SdModel(
                 title=translate.model_title(c),
                 model_name=c.model_name,
-                hash=None,
-                sha256=None,
+                hash=catalogue.short_hash(c),
+                sha256=catalogue.hashes.get(c.key),
                 filename=c.path,
                 config=c.config,
             )
-            for c in models
+            for c in catalogue.mains
         ]
     )
 

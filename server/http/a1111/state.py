@@ -1,11 +1,12 @@
-"""What every `/sdapi/v1` endpoint shares: the per-app A1111 state (its job runner and options), the catalogue
-of registered models, and the error that names the request field at fault."""
+"""What every `/sdapi/v1` endpoint shares: the per-app A1111 state (its job runner, options and model hashes),
+the catalogue of registered models, and the error that names the request field at fault."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 
 from server.http.a1111 import translate
+from server.http.a1111.hashes import ModelHashes
 from server.http.a1111.jobs import Jobs
 from server.http.a1111.options import OptionsStore
 from server.http.errors import ApiError, ErrorItem
@@ -20,6 +21,7 @@ class A1111State:
     def __init__(self, svc: Services) -> None:
         self.jobs = Jobs(svc)
         self.options = OptionsStore(svc.settings.configs_dir / "a1111_options.json")
+        self.hashes = ModelHashes(svc.settings.models_dir / ".cache" / "a1111_hashes.json")
 
 
 def state_of(request: Request) -> A1111State:
@@ -41,6 +43,15 @@ async def catalogue_of(request: Request) -> translate.Catalogue:
     def of(kind: str) -> list[ModelConfig]:
         return sorted((c for c in usable if c.model_type == kind), key=lambda c: c.model_name)
 
+    mains, vaes = of("main"), of("vae")
+    # Asking queues the models not hashed yet (in the background); until then they have no hash.
+    hashed = [*mains, *vaes]
+    found = await state_of(request).hashes.known([models.absolute_path(c) for c in hashed])
     return translate.Catalogue(
-        mains=of("main"), vaes=of("vae"), loras=of("lora"), embeddings=of("embedding"), upscalers=of("upscale")
+        mains=mains,
+        vaes=vaes,
+        loras=of("lora"),
+        embeddings=of("embedding"),
+        upscalers=of("upscale"),
+        hashes={c.key: sha for c, sha in zip(hashed, found, strict=True) if sha},
     )

@@ -6,7 +6,8 @@ missing extension."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ import msgspec
 from server import __version__
 from server.graph.standard import GenerationSettings
 from server.graph.standard.a1111_prompt import PromptSyntaxError, extract_loras, mark_embeddings
+from server.http.a1111.hashes import SHORT, short
 from server.models import embeddings
 from server.models.schema import ModelConfig
 
@@ -52,6 +54,7 @@ LATENT_UPSCALERS: dict[str, tuple[str, bool]] = {
     "Latent (nearest-exact)": ("nearest-exact", False),
 }
 PIXEL_UPSCALERS = ("None", "Lanczos", "Nearest")
+_HEX = re.compile(r"[0-9a-f]{10}|[0-9a-f]{64}")
 
 
 class RequestProblem(ValueError):
@@ -75,6 +78,9 @@ class Plan:
     vae: ModelConfig | None
     clip_skip: int
     warnings: list[str] = field(default_factory=list)
+    # A1111's short hashes, where known (see hashes.py).
+    model_hash: str | None = None
+    vae_hash: str | None = None
 
 
 def sampler_for(name: str | None, scheduler: str | None) -> tuple[str, str, str]:
@@ -102,15 +108,33 @@ def model_title(config: ModelConfig) -> str:
     return f"{config.model_name} [{config.base_model}]"
 
 
-def find_model(configs: Sequence[ModelConfig], wanted: str, field_name: str, kind: str) -> ModelConfig:
-    """A model by A1111's title (`name [hash]`), file name or name."""
+def find_model(
+    configs: Sequence[ModelConfig],
+    wanted: str,
+    field_name: str,
+    kind: str,
+    hashes: Mapping[str, str] | None = None,
+) -> ModelConfig:
+    """A model by our title, A1111's (`name.safetensors [short hash]`), file name, name, or its hash (short or
+    sha256, alone or in the brackets) where `hashes` (key → sha256) knows it."""
     text = wanted.strip()
-    stem = text.rsplit(" [", 1)[0] if text.endswith("]") else text
+    stem, bracket = text, ""
+    if text.endswith("]") and " [" in text:
+        stem, bracket = text[:-1].rsplit(" [", 1)
     stem = stem.rsplit("/", 1)[-1]
     for suffix in (".safetensors", ".ckpt", ".pt", ".bin", ".pth"):
         stem = stem.removesuffix(suffix)
     for config in configs:
-        if text in (model_title(config), config.model_name) or stem == config.model_name:
+        if text in (model_title(config), config.model_name):
+            return config
+    for candidate in (bracket, text):
+        if _HEX.fullmatch(candidate.lower()) and hashes:
+            for config in configs:
+                sha = hashes.get(config.key)
+                if sha is not None and candidate.lower() in (sha, sha[:SHORT]):
+                    return config
+    for config in configs:
+        if stem == config.model_name:
             return config
     names = ", ".join(model_title(c) for c in configs) or "none are registered"
     raise RequestProblem(field_name, f"unknown {kind} {wanted!r}; known: {names}")
@@ -125,6 +149,11 @@ class Catalogue:
     loras: list[ModelConfig]
     embeddings: list[ModelConfig]
     upscalers: list[ModelConfig]
+    # Model key → sha256, for the main models and VAEs whose hash is known yet.
+    hashes: dict[str, str] = field(default_factory=dict)
+
+    def short_hash(self, config: ModelConfig | None) -> str | None:
+        return short(self.hashes.get(config.key)) if config is not None else None
 
 
 def plan(
@@ -134,13 +163,13 @@ def plan(
     *,
     init_image: str | None = None,
     mask_image: str | None = None,
+    region: tuple[int, int, int, int] | None = None,
 ) -> Plan:
     """The settings for every image of a txt2img or img2img request. `init_image` / `mask_image`: the request's
     images, already in the gallery (the routes upload and prepare them)."""
     overrides = {**options, **request.override_settings}
     warnings: list[str] = []
-    model = _main_model(catalogue, overrides)
-    sdxl = model.base_model == "sdxl"
+    model = main_model(catalogue, overrides)
     scheduler, sampler_name, schedule = sampler_for(request.sampler_name or request.sampler_index, request.scheduler)
     skip = clip_skip(overrides.get("CLIP_stop_at_last_layers", 1))
     vae = _vae(catalogue, overrides)
@@ -202,10 +231,10 @@ def plan(
         if mask_image is not None:
             values["mask_image"] = mask_image
             _inpaint_fill(request, values, warnings)
+            if region is not None:
+                values["inpaint_region"] = dict(zip(("x", "y", "width", "height"), region, strict=True))
     elif getattr(request, "enable_hr", False):
         values["hires"] = _hires(request, catalogue, warnings)
-    if sdxl and request.prompt and ("BREAK" in request.prompt or len(request.prompt) > 300):
-        warnings.append("SDXL prompts are read up to 77 tokens; BREAK and longer prompts are truncated")
 
     settings = []
     for seed_value, subseed_value in zip(seeds, subseeds, strict=True):
@@ -226,6 +255,8 @@ def plan(
         vae=vae,
         clip_skip=skip,
         warnings=warnings,
+        model_hash=catalogue.short_hash(model),
+        vae_hash=catalogue.short_hash(vae),
     )
 
 
@@ -235,11 +266,12 @@ def _a1111_field(message: str) -> str:
     return {"hires": "hr_scale", "strength": "denoising_strength", "refiner": "refiner_switch_at"}.get(first, first)
 
 
-def _main_model(catalogue: Catalogue, overrides: dict[str, Any]) -> ModelConfig:
+def main_model(catalogue: Catalogue, overrides: dict[str, Any]) -> ModelConfig:
+    """The checkpoint `sd_model_checkpoint` names, else the first usable one."""
     usable = [c for c in catalogue.mains if c.base_model in ("sd-1", "sd-2", "sdxl") and c.error is None]
     wanted = overrides.get("sd_model_checkpoint")
     if wanted:
-        return find_model(usable, str(wanted), "override_settings.sd_model_checkpoint", "checkpoint")
+        return find_model(usable, str(wanted), "override_settings.sd_model_checkpoint", "checkpoint", catalogue.hashes)
     if not usable:
         raise RequestProblem("override_settings.sd_model_checkpoint", "no main model is registered; add one first")
     return usable[0]
@@ -249,7 +281,7 @@ def _vae(catalogue: Catalogue, overrides: dict[str, Any]) -> ModelConfig | None:
     wanted = overrides.get("sd_vae")
     if not wanted or str(wanted) in ("Automatic", "None"):
         return None
-    return find_model(catalogue.vaes, str(wanted), "override_settings.sd_vae", "VAE")
+    return find_model(catalogue.vaes, str(wanted), "override_settings.sd_vae", "VAE", catalogue.hashes)
 
 
 def clip_skip(value: Any) -> int:
@@ -307,8 +339,6 @@ def _inpaint_fill(request: Any, values: dict[str, Any], warnings: list[str]) -> 
     if request.inpainting_fill in (2, 3):
         values["strength"] = 1.0
         warnings.append("inpainting_fill latent noise/nothing: the masked area is denoised from noise (strength 1)")
-    if request.inpaint_full_res:
-        warnings.append("inpaint_full_res (only masked) is not supported: the whole picture was inpainted")
 
 
 def infotext(plan: Plan, settings: GenerationSettings, request: Any, prompt: str, negative: str) -> str:
@@ -320,10 +350,14 @@ def infotext(plan: Plan, settings: GenerationSettings, request: Any, prompt: str
         ("CFG scale", _number(settings.cfg_scale)),
         ("Seed", settings.seed),
         ("Size", f"{settings.width}x{settings.height}"),
-        ("Model", plan.model.model_name),
     ]
+    if plan.model_hash:
+        pairs.append(("Model hash", plan.model_hash))
+    pairs.append(("Model", plan.model.model_name))
     if settings.variation_strength > 0:
         pairs += [("Variation seed", settings.variation_seed), ("Variation seed strength", settings.variation_strength)]
+    if plan.vae_hash:
+        pairs.append(("VAE hash", plan.vae_hash))
     if plan.vae is not None:
         pairs.append(("VAE", plan.vae.model_name))
     if settings.init_image is not None:
@@ -344,6 +378,8 @@ def infotext(plan: Plan, settings: GenerationSettings, request: Any, prompt: str
         pairs += [("Refiner", settings.refiner.model.model_name), ("Refiner switch at", settings.refiner.switch_at)]
     if settings.mask_image is not None:
         pairs.append(("Mask blur", request.mask_blur if request.mask_blur is not None else request.mask_blur_x))
+    if settings.inpaint_region is not None:
+        pairs += [("Inpaint area", "Only masked"), ("Masked area padding", request.inpaint_full_res_padding)]
     pairs.append(("Version", f"imagegraph {__version__}"))
     lines = [prompt]
     if negative:
