@@ -157,6 +157,6 @@ def test_the_first_query_token_is_the_one_checked(token_client):
 
 
 @pytest.mark.parametrize("overrides", [{"host": "0.0.0.0"}, {"host": "::"}, {"allowed_hosts": ["*"]}])
-def test_any_host_when_listening_everywhere_or_allowed_hosts_is_a_star(tmp_path, overrides):
-    with make_client(tmp_path, **overrides) as client:
+def test_any_host_when_listening_everywhere_or_allowed_hosts_is_a_star(make_settings, overrides):
+    with make_client(make_settings, **overrides) as client:
         assert client.get("/health", headers={"Host": "studio.lan:9090"}).status_code == 200
