@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, Router, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from server.config import Settings
 from server.db import Database
@@ -33,7 +34,6 @@ from server.http import nodes as node_routes
 from server.http import queue as queue_routes
 from server.http import sessions as session_routes
 from server.http import workflows as workflow_routes
-from server.http.a1111 import routes as a1111_routes
 from server.http.errors import EXCEPTION_HANDLERS
 from server.http.io import json_response
 from server.http.openapi import build_openapi
@@ -70,6 +70,34 @@ def api_routes() -> list[BaseRoute]:
         *queue_routes.routes,
         *workflow_routes.routes,
     ]
+
+
+def _a1111_routes() -> list[BaseRoute]:
+    from server.http.a1111 import routes as a1111_routes
+
+    return list(a1111_routes.routes)
+
+
+class LazyRouter:
+    """A router whose routes are imported on first use (a request under its mount, or the OpenAPI document):
+    the A1111-compatible API and the Pillow it needs stay out of the server's start-up."""
+
+    def __init__(self, load_routes: Callable[[], list[BaseRoute]]) -> None:
+        self._load_routes = load_routes
+        self._router: Router | None = None
+
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            self._router = Router(routes=self._load_routes())
+        return self._router
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return self.router.routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.router(scope, receive, send)
 
 
 def open_database(settings: Settings) -> Database:
@@ -140,7 +168,7 @@ def build_app(settings: Settings) -> Starlette:
         Route("/health", app_routes.health, methods=["GET"]),
         WebSocketRoute("/ws", websocket_endpoint),
         Mount(API_PREFIX, routes=api_routes()),
-        Mount(A1111_PREFIX, routes=a1111_routes.routes),
+        Mount(A1111_PREFIX, app=LazyRouter(_a1111_routes)),
     ]
     openapi_cache: dict[str, bytes] = {}
 

@@ -8,6 +8,7 @@ transaction, committed when the block ends, rolled back if it raises)."""
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 from abc import ABC, abstractmethod
@@ -191,8 +192,14 @@ class ItemStorage(Generic[T]):
             raise ValueError(f"bad table name {table!r}")
         self.db = db
         self.table = table
-        self._decoder = msgspec.json.Decoder(item_type)
+        self._item_type = item_type
         self._encoder = msgspec.json.Encoder()
+
+    @functools.cached_property
+    def _decoder(self) -> msgspec.json.Decoder[T]:
+        # Built on first use: msgspec compiles a decoder for the whole type tree, tens of milliseconds for a
+        # session, which the server need not spend before it answers its first request.
+        return msgspec.json.Decoder(self._item_type)
 
     async def get_raw(self, item_id: str) -> str | None:
         """The stored JSON string exactly as written, without decoding it."""

@@ -13,11 +13,25 @@ from pathlib import Path
 def atomic_write(path: Path, data: bytes, temp_name: str | None = None) -> os.stat_result:
     """Write to a temporary name beside `path` (default `.<name>.<pid>.tmp`), fsync, rename, fsync the folder."""
     temp = path.with_name(temp_name or f".{path.name}.{os.getpid()}.tmp")
+    write_synced(temp, data)
+    return publish(temp, path)
+
+
+def write_synced(temp: Path, data: bytes) -> None:
+    """The first half of an atomic write: `data` under the temporary name, on disk (removed again on failure)."""
     try:
         with open(temp, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def publish(temp: Path, path: Path) -> os.stat_result:
+    """The second half: rename the synced temporary file to `path` and make the rename durable."""
+    try:
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)

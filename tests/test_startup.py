@@ -1,4 +1,4 @@
-"""`imagegraph serve` answers /health before torch or diffusers are imported, and creates the root layout."""
+"""`imagegraph serve` answers /health before torch, diffusers or Pillow are imported, and creates the root layout."""
 
 import json
 import subprocess
@@ -19,7 +19,7 @@ PROBE = textwrap.dedent(
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
                     body = r.read().decode()
-                heavy = sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules)
+                heavy = sorted(m for m in ("torch", "diffusers", "transformers", "PIL") if m in sys.modules)
                 print("REPORT " + json.dumps({"body": body, "heavy": heavy}), flush=True)
                 break
             except OSError:

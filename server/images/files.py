@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from server.fileio import atomic_write
+from server.fileio import atomic_write, publish, write_synced
 from server.images.names import is_image_name, thumbnail_name
+from server.images.png_layout import MustReencode, kept_length
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -54,6 +55,15 @@ class FileBytes:
 
 
 @dataclass(frozen=True)
+class StagedPng:
+    """An upload's PNG bytes being written and fsynced under a temporary name, started before decoding decides
+    whether they are kept: the fsync then overlaps the decode. `job` gives the temporary file and the bytes it
+    holds, or None when the chunk layout rules the bytes out (`png_layout`)."""
+
+    job: concurrent.futures.Future[tuple[Path, bytes] | None]
+
+
+@dataclass(frozen=True)
 class WrittenImage:
     width: int
     height: int
@@ -78,6 +88,20 @@ class ImageFiles:
 
     # Writing
 
+    def stage_png(self, image_name: str, data: bytes) -> StagedPng:
+        """Start writing an upload's own bytes (up to IEND) as `image_name`'s PNG, synced but not yet renamed;
+        `write(..., staged=)` publishes them, `discard` removes them."""
+        temp = self.image_path(image_name).with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{image_name}")
+        return StagedPng(self._png_writers.submit(_stage, temp, data))
+
+    def discard(self, staged: StagedPng) -> None:
+        try:
+            result = staged.job.result()
+        except Exception:  # the write failed and removed its own file
+            return
+        if result is not None:
+            _unlink(result[0])
+
     def write(
         self,
         image_name: str,
@@ -85,10 +109,11 @@ class ImageFiles:
         text_chunks: dict[str, str],
         *,
         png: bytes | None = None,
+        staged: StagedPng | None = None,
         compress_level: int = PNG_COMPRESS_LEVEL,
     ) -> WrittenImage:
-        """Store the PNG (`png` as given, else `image` encoded with the tEXt chunks) and its thumbnail, each
-        through a temp name, fsync, rename and a folder fsync.
+        """Store the PNG (`staged`'s file, else `png` as given, else `image` encoded with the tEXt chunks) and
+        its thumbnail, each through a temp name, fsync, rename and a folder fsync.
 
         Two threads: the PNG is encoded (when it has to be) and written on one while this one makes the
         thumbnail, so the thumbnail's resize and encode overlap the PNG's fsync. The thumbnail's file follows
@@ -98,7 +123,10 @@ class ImageFiles:
         thumb_path = self.thumbnail_path(image_name)
         # The two threads never share an Image object (Pillow's are not safe to use from two threads at once).
         thumb_source = image.copy()
-        png_job = self._png_writers.submit(self._write_png, image_path, image, text_chunks, png, compress_level)
+        if staged is not None:
+            png_job = self._png_writers.submit(_publish_staged, staged, image_path)
+        else:
+            png_job = self._png_writers.submit(self._write_png, image_path, image, text_chunks, png, compress_level)
         try:
             thumbnail = _thumbnail_webp(thumb_source)
         except BaseException:
@@ -232,6 +260,27 @@ def _thumbnail_webp(thumb: Image.Image) -> bytes:
 
 def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def _stage(temp: Path, data: bytes) -> tuple[Path, bytes] | None:
+    try:
+        length = kept_length(data)
+    except MustReencode as why:
+        log.debug("re-encoding an uploaded PNG: %s", why)
+        return None
+    # Slicing copies: only done when something follows IEND.
+    kept = data if length == len(data) else data[:length]
+    write_synced(temp, kept)
+    return temp, kept
+
+
+def _publish_staged(staged: StagedPng, path: Path) -> FileBytes:
+    # Never waits on the pool it runs in: the staging job was submitted first, so it runs or has run.
+    result = staged.job.result()
+    assert result is not None, "a staged PNG whose layout was refused is re-encoded, not published"
+    temp, data = result
+    written = publish(temp, path)
+    return FileBytes(data, written.st_mtime, written.st_size)
 
 
 def _atomic_write(path: Path, data: bytes) -> os.stat_result:

@@ -24,9 +24,10 @@ from server.images.boards import Boards
 from server.images.cache import CachedFile, FileCache, cached_file
 from server.images.embedded import stripped_graph_json
 from server.images.errors import AttemptLost, ImageNotFound, UnknownBoard
-from server.images.files import PNG_COMPRESS_LEVEL, UPLOAD_PNG_COMPRESS_LEVEL, ImageFiles, WrittenImage
+from server.images.files import PNG_COMPRESS_LEVEL, UPLOAD_PNG_COMPRESS_LEVEL, ImageFiles, StagedPng, WrittenImage
 from server.images.metadata import is_json
 from server.images.names import is_image_name, new_image_name, thumbnail_name
+from server.images.png_layout import SIGNATURE as PNG_SIGNATURE
 from server.images.reconcile import Reconciler, ReconcileReport
 from server.images.schema import ImageCategory, ImageDTO, ImageMetadata, ImagePatch, ListImagesQuery
 from server.images.upload import decode_upload
@@ -161,12 +162,27 @@ class ImageService:
         (413/415) or UnknownBoard."""
         if board_id is not None and not await self.boards.exists(board_id):
             raise UnknownBoard(board_id)
-        decoded = await asyncio.to_thread(decode_upload, data)
+        name = new_image_name()
+        # Pending from here: reconciliation spares the staged temporary file as it spares a write in progress.
+        self._pending.add(name)
+        # A PNG's bytes go to disk while it decodes; decoding then says whether they are the ones stored.
+        staged = self.files.stage_png(name, data) if data.startswith(PNG_SIGNATURE) else None
+        try:
+            decoded = await asyncio.to_thread(decode_upload, data)
+            if staged is not None and not (decoded.keepable and await asyncio.wrap_future(staged.job) is not None):
+                await asyncio.to_thread(self.files.discard, staged)
+                staged = None
+        except BaseException:
+            self._pending.discard(name)
+            if staged is not None:
+                await asyncio.to_thread(self.files.discard, staged)
+            raise
         try:
             return await self._store(
                 decoded.image,
                 decoded.metadata.chunks,
-                png=decoded.kept_png,
+                name=name,
+                staged=staged,
                 compress_level=UPLOAD_PNG_COMPRESS_LEVEL,
                 category=category,
                 is_intermediate=is_intermediate,
@@ -190,7 +206,8 @@ class ImageService:
         image: Image.Image,
         chunks: dict[str, str],
         *,
-        png: bytes | None = None,
+        name: str | None = None,
+        staged: StagedPng | None = None,
         compress_level: int = PNG_COMPRESS_LEVEL,
         category: ImageCategory,
         is_intermediate: bool,
@@ -202,13 +219,13 @@ class ImageService:
         workflow: str | None,
         guard: PublishGuard | None = None,
     ) -> ImageDTO:
-        """`png`: the file's bytes when they are stored as they are (a clean upload); otherwise `image` is
-        encoded with `chunks` at `compress_level`."""
-        name = new_image_name()
+        """`staged`: the upload's own bytes, already on disk under a temporary name, to store as they are (a
+        clean upload); otherwise `image` is encoded with `chunks` at `compress_level`."""
+        name = name or new_image_name()
         self._pending.add(name)
         try:
             written: WrittenImage = await asyncio.to_thread(
-                self.files.write, name, image, chunks, png=png, compress_level=compress_level
+                self.files.write, name, image, chunks, staged=staged, compress_level=compress_level
             )
             now = utc_now()
             record = records.ImageRecord(

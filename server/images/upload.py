@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from server.images.files import PNG_MODES
 from server.images.foreign import EXIF_IFD, USER_COMMENT, ForeignMetadata, decode_user_comment, read_foreign_metadata
-from server.images.png_layout import MustReencode, kept_length
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -52,8 +51,9 @@ class NotAnImage(UploadRejected):
 class DecodedUpload:
     image: Image.Image  # decoded in full, EXIF orientation applied
     metadata: ForeignMetadata
-    # The upload's own bytes, to store as they are; None when `image` is to be encoded as PNG instead.
-    kept_png: bytes | None
+    # Whether the upload's own bytes may be stored as they are, as far as decoding tells (a PNG in a mode we
+    # keep, needing no turn); its chunk layout is judged apart, as the bytes are written (ImageFiles.stage_png).
+    keepable: bool
 
 
 def max_pixels() -> int:
@@ -106,10 +106,8 @@ def decode_upload(data: bytes) -> DecodedUpload:
         upright = ImageOps.exif_transpose(image)
         image.close()
         image = upright
-    kept = None
-    if file_format == "PNG" and exif is not None and not turned and image.mode in PNG_MODES:
-        kept = _kept_bytes(data)
-    return DecodedUpload(image, found, kept)
+    keepable = file_format == "PNG" and exif is not None and not turned and image.mode in PNG_MODES
+    return DecodedUpload(image, found, keepable)
 
 
 def _needs_turning(exif: Image.Exif | None) -> bool:
@@ -120,13 +118,3 @@ def _needs_turning(exif: Image.Exif | None) -> bool:
         return exif.get(EXIF_ORIENTATION) in TURNED
     except TypeError:  # an unhashable value: no orientation exif_transpose would apply either
         return False
-
-
-def _kept_bytes(data: bytes) -> bytes | None:
-    try:
-        length = kept_length(data)
-    except MustReencode as why:
-        log.debug("re-encoding an uploaded PNG: %s", why)
-        return None
-    # Slicing copies: only done when something follows IEND.
-    return data if length == len(data) else data[:length]

@@ -138,9 +138,14 @@ def test_bytes_after_iend_are_left_off(client):
 
 
 def reencoded(client, data: bytes) -> bytes:
-    kept = stored(client, upload(client, data))
+    response = upload(client, data)
+    kept = stored(client, response)
     assert kept != data
     kept_length(kept)  # what we wrote ourselves has a clean layout
+    # A PNG's bytes are written while it decodes; once decoding turns them down, nothing of them stays behind.
+    images_dir = client.app.state.settings.images_dir
+    names = {path.name for path in images_dir.iterdir()}
+    assert response.json()["image_name"] in names and not [name for name in names if name.startswith(".")]
     return kept
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from PIL import Image, ImageOps
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,6 +21,9 @@ from server.http.io import json_response, operation
 from server.http.state import services
 from server.images.foreign import parse_a1111
 from server.images.upload import UploadRejected, decode_upload
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @operation(
@@ -157,6 +159,8 @@ async def _upscaled(request: Request, body: s.ExtrasImageRequest, image: Image.I
     if name == "None":
         return image
     if name in ("Lanczos", "Nearest"):
+        from PIL import Image, ImageOps
+
         resample = Image.Resampling.LANCZOS if name == "Lanczos" else Image.Resampling.NEAREST
         if body.resize_mode == 1 and body.upscaling_crop:
             return await asyncio.to_thread(ImageOps.fit, image, (width, height), resample)

@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import msgspec
-from PIL import Image
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -126,6 +125,8 @@ async def img2img(request: Request, *, body: s.Img2ImgRequest) -> Response:
     if body.mask:
         mask = inpaint_mask(decode_image(body.mask, "mask"), body)
         if mask.size != init.size:
+            from PIL import Image
+
             mask = mask.resize(init.size, Image.Resampling.LANCZOS)
         if only_masked:
             # A1111's "only masked": the box around the mask, at the request's size, pasted back at its own.

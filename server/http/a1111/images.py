@@ -7,13 +7,15 @@ import asyncio
 import base64
 import binascii
 import io
-
-from PIL import Image, ImageFilter, ImageOps
+from typing import TYPE_CHECKING
 
 from server.http.a1111 import schema as s
 from server.http.a1111.state import problem
 from server.images.upload import UploadRejected, decode_upload
 from server.services import Services
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 _PNG_LEVEL = 1  # what goes back over the wire once; the gallery keeps its own file
 
@@ -53,6 +55,8 @@ async def base64_of(svc: Services, image_name: str) -> str:
 def fit(image: Image.Image, width: int, height: int, mode: int) -> Image.Image:
     """A1111's img2img resize modes done in pixels before the graph resizes: 1 crop to the aspect, 2 fit inside
     and fill the rest from the edges; 0 and 3 leave it to the graph (a plain resize)."""
+    from PIL import Image, ImageOps
+
     image = image.convert("RGB")
     if mode == 1:
         return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
@@ -65,6 +69,8 @@ def fit(image: Image.Image, width: int, height: int, mode: int) -> Image.Image:
 
 
 def inpaint_mask(image: Image.Image, body: s.Img2ImgRequest) -> Image.Image:
+    from PIL import ImageFilter, ImageOps
+
     mask = image.convert("L") if image.mode != "RGBA" else image.getchannel("A")
     if body.inpainting_mask_invert:
         mask = ImageOps.invert(mask)
