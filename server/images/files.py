@@ -211,15 +211,16 @@ class ImageFiles:
         return images, thumbnails, strays
 
     def remove_stray(self, path: Path) -> bool:
-        """Remove a stray file or symlink (never what a symlink points at); folders are left alone."""
+        """Remove a stray file or symlink (never what a symlink points at); folders are left alone. True when
+        it is gone, also when someone else removed it first (another server on a shared root)."""
         try:
-            if path.is_symlink() or path.is_file():
-                path.unlink()
-                return True
+            if path.is_dir() and not path.is_symlink():
+                log.warning("left %s in place: a folder, not a file we can remove", path)
+                return False
+            path.unlink()
         except FileNotFoundError:
-            return True
-        log.warning("left %s in place: not a file we can remove", path)
-        return False
+            pass
+        return True
 
 
 def encode_png(image: Image.Image, text_chunks: dict[str, str], compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:

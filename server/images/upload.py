@@ -94,7 +94,8 @@ def decode_upload(data: bytes) -> DecodedUpload:
     except Exception:  # a damaged EXIF block loses what it held (comment, orientation), never the upload
         exif = None
     exif_comment = None
-    if exif is not None and file_format in ("JPEG", "WEBP"):
+    # A1111 reads parameters from any format's EXIF UserComment (a PNG's `parameters` text, if any, wins).
+    if exif is not None:
         try:
             exif_comment = decode_user_comment(exif.get_ifd(EXIF_IFD).get(USER_COMMENT))
         except Exception:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+import zlib
 
 import msgspec
 import pytest
@@ -219,6 +221,33 @@ def test_a1111_exif_user_comment_upload(client, encoder, byte_order):
     assert metadata["format"] == "a1111"
     assert metadata["positive_prompt"].startswith("a photo of a cat")
     assert metadata["steps"] == 20 and metadata["model"] == "v1-5-pruned-emaonly"
+
+
+def png_with_exif_user_comment(comment: bytes) -> bytes:
+    """A PNG whose eXIf chunk holds an EXIF IFD with a UserComment (Pillow writes no EXIF IFD into a PNG, other
+    tools do): TIFF header, IFD0 pointing at the EXIF IFD, the comment after it."""
+    entry_end = 8 + 2 + 12 + 4
+    tiff = (
+        b"II*\x00"
+        + struct.pack("<IH", 8, 1)
+        + struct.pack("<HHII", 0x8769, 4, 1, entry_end)
+        + struct.pack("<IH", 0, 1)
+        + struct.pack("<HHII", 0x9286, 7, len(comment), entry_end + 2 + 12 + 4)
+        + struct.pack("<I", 0)
+        + comment
+    )
+    data = png_bytes()
+    ihdr_end = 8 + 4 + 4 + 13 + 4
+    exif = struct.pack(">I", len(tiff)) + b"eXIf" + tiff + struct.pack(">I", zlib.crc32(b"eXIf" + tiff))
+    return data[:ihdr_end] + exif + data[ihdr_end:]
+
+
+def test_a1111_exif_user_comment_of_a_png_is_read_too(client):
+    # A1111 reads the UserComment of any format's EXIF, PNG included.
+    data = png_with_exif_user_comment(b"UNICODE\x00" + A1111_PARAMETERS.encode("utf-16-be"))
+    dto = upload(client, data).json()
+    metadata = client.get(f"/api/v1/images/{dto['image_name']}/metadata").json()["metadata"]
+    assert metadata["format"] == "a1111" and metadata["steps"] == 20
 
 
 COMFY_PROMPT = {

@@ -217,3 +217,12 @@ def test_a_shared_root_spares_fresh_files_another_process_may_be_writing(tmp_pat
         assert service(client).reconciled.wait(30)
         assert service(client).reconcile_report.strays_removed == ["old.txt"]
     assert fresh.exists() and not old.exists()
+
+
+def test_a_stray_that_is_gone_before_its_removal_counts_as_removed(settings):
+    # Another process (a shared root's other server) may remove a stray between the listing and its removal.
+    from server.images.files import ImageFiles
+
+    files = ImageFiles(settings.images_dir, settings.thumbnails_dir)
+    settings.images_dir.mkdir(parents=True, exist_ok=True)
+    assert files.remove_stray(settings.images_dir / ".tmp-gone-already.png") is True

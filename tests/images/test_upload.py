@@ -203,3 +203,20 @@ def test_over_the_size_limit_is_413(client, settings):
     assert stored_files(settings) == []
     # Just under the limit still works.
     assert upload(client, png_bytes()).status_code == 201
+
+
+def test_a_png_whose_image_data_breaks_off_into_a_garbled_chunk_is_415(client):
+    # Pillow meets a chunk type that is no letters while it still needs image data: a SyntaxError, not OSError.
+    data = png_bytes()
+    at = data.index(b"IDAT") - 4
+    (length,) = struct.unpack_from(">I", data, at)
+    idat = data[at + 8 : at + 8 + length]
+    half = len(idat) // 2
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    broken = data[:at] + chunk(b"IDAT", idat[:half]) + chunk(b"ID@T", idat[half:]) + data[at + 12 + length :]
+    response = upload(client, broken)
+    assert response.status_code == 415, response.text
+    assert "could not be decoded" in response.json()["detail"]
