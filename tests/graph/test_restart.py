@@ -5,16 +5,10 @@ session it was running."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -23,50 +17,13 @@ from server.events import GeneratorProgress
 from server.graph.executor import CRASH_REASON
 from tests.conftest import BASE_URL
 from tests.graph.conftest import Recorder, generation_app, t2i_graph
+from tests.reliability.process import ServerProcess
 
 WAIT = 120.0
 
 
-class ServerProcess:
-    def __init__(self, root: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "IMAGEGRAPH_WATCH": "false"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--root", str(root), "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        self.wait_until(lambda: self.http.get("/health").status_code == 200)
-
-    def wait_until(self, condition, timeout: float = WAIT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if condition():
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None, self.process.stderr.read().decode()
-            time.sleep(0.05)
-        raise AssertionError("timed out")
-
-    def session(self, session_id: str) -> dict:
-        return self.http.get(f"/api/v1/sessions/{session_id}").json()
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-        self.http.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-        self.http.close()
+def session_of(server: ServerProcess, session_id: str) -> dict:
+    return server.http.get(f"/api/v1/sessions/{session_id}").json()
 
 
 def stored_executed(root: Path, session_id: str) -> list[str]:
@@ -79,7 +36,7 @@ def stored_executed(root: Path, session_id: str) -> list[str]:
 @pytest.mark.sqlite  # reads the SQLite file; a killed PostgreSQL worker's session: tests/scale/test_workers.py
 def test_queue_survives_a_killed_server(tmp_path, tiny_model_files):
     root = tmp_path / "root"
-    server = ServerProcess(root)
+    server = ServerProcess(root, tmp_path / "server.log")
     try:
         response = server.http.post("/api/v1/models/import", json={"location": str(tiny_model_files["diffusers"])})
         assert response.status_code == 201, response.text
@@ -97,14 +54,14 @@ def test_queue_survives_a_killed_server(tmp_path, tiny_model_files):
     finally:
         server.kill()
 
-    server = ServerProcess(root)
+    server = ServerProcess(root, tmp_path / "server.log")
     try:
-        server.wait_until(lambda: all(server.session(i)["status"] == "completed" for i in queued))
-        crashed = server.session(running)
+        server.wait_until(lambda: all(session_of(server, i)["status"] == "completed" for i in queued))
+        crashed = session_of(server, running)
         assert crashed["status"] == "failed"
         assert crashed["errors"] == {"denoise": CRASH_REASON}
         assert "noise" in crashed["executed"]
-        finished = [server.session(i) for i in queued]
+        finished = [session_of(server, i) for i in queued]
         images = [
             server.http.get(f"/api/v1/images/{s['results']['decode']['image']['image_name']}").json() for s in finished
         ]
