@@ -243,6 +243,9 @@ def test_a_checkpoint_is_estimated_at_the_dtype_it_loads_in(tmp_path):
         {
             "conv.weight": torch.zeros(3, 4, dtype=torch.float16),
             "norm.weight": torch.zeros(5, dtype=torch.bfloat16),
+            # FP8 weights are floating too: diffusers casts them to the dtype it loads in.
+            "proj.weight": torch.zeros(4, dtype=torch.float8_e4m3fn),
+            "proj.bias": torch.zeros(2, dtype=torch.float8_e5m2),
             # Integer tensors keep their own type: 8 bytes each for int64, 4 for int32.
             "position_ids": torch.zeros(3, dtype=torch.int64),
             "step": torch.tensor(7),
@@ -252,8 +255,9 @@ def test_a_checkpoint_is_estimated_at_the_dtype_it_loads_in(tmp_path):
         path,
     )
     integers = 3 * 8 + 8 + 0 + 10 * 4
-    assert estimated_bytes(path, None, torch.float32) == 17 * 4 + integers
-    assert estimated_bytes(path, None, torch.float16) == 17 * 2 + integers
+    floats = 12 + 5 + 4 + 2
+    assert estimated_bytes(path, None, torch.float32) == floats * 4 + integers
+    assert estimated_bytes(path, None, torch.float16) == floats * 2 + integers
 
 
 def test_a_diffusers_part_is_estimated_from_all_its_shards(tmp_path):
