@@ -91,7 +91,8 @@ TARGETS = (
     Target("server/graph/cache.py", ("tests/graph/test_generate.py",)),
     Target(
         "server/models/model_cache.py",
-        ("tests/graph/test_loader.py", "tests/graph/test_memory_settings.py"),
+        # test_model_cache.py: the cache on its own (exact budgets, the device tier, estimated_bytes).
+        ("tests/models/test_model_cache.py", "tests/graph/test_loader.py", "tests/graph/test_memory_settings.py"),
     ),
     Target("server/graph/denoise.py", ("tests/graph/test_denoise.py", "tests/graph/test_prompt_schedule.py")),
 )

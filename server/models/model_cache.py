@@ -235,6 +235,10 @@ class ModelCache:
             release_freed_memory()
 
 
+# The floating dtypes of safetensors (`safetensors_io.DTYPE_SIZES`).
+_FLOATING = frozenset({"F8_E4M3", "F8_E5M2", "F16", "BF16", "F32", "F64"})
+
+
 def estimated_bytes(path: Path, submodel: str | None, dtype: Any) -> int:
     """What a part will take in memory once loaded, from its safetensors headers (a diffusers part's folder,
     or a whole checkpoint file when `submodel` is None): floating tensors in `dtype`. 0 when unknown."""
@@ -255,7 +259,8 @@ def estimated_bytes(path: Path, submodel: str | None, dtype: Any) -> int:
             count = 1
             for side in info.shape:
                 count *= side
-            floating = info.dtype in ("F16", "BF16", "F32", "F64")
+            # FP8 included: diffusers casts every floating tensor to the dtype it loads in.
+            floating = info.dtype in _FLOATING
             total += count * (target if floating else (info.end - info.start) // max(count, 1))
     return total
 
