@@ -108,6 +108,8 @@ class Listener:
         send(self.ws, type="subscribe", sessions="*")
         synced(self.ws)
         self.events: list[dict[str, Any]] = []
+        self.error: Exception | None = None
+        self._closing = False
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -115,13 +117,18 @@ class Listener:
         while True:
             try:
                 self.events.append(receive(self.ws, timeout=600))
-            except Exception:
+            except Exception as exc:
+                self.error = exc
                 return
 
     def of(self, kind: str, session_id: str | None = None) -> list[dict[str, Any]]:
+        # A reader that stopped early (the server closed the connection) fails the wait at once, saying why.
+        if self.error is not None and not self._closing:
+            raise AssertionError(f"the WebSocket client stopped after {len(self.events)} events: {self.error!r}")
         return [e for e in list(self.events) if e["type"] == kind and session_id in (None, e.get("session_id"))]
 
     def close(self) -> None:
+        self._closing = True
         self.ws.close()
         self._thread.join(timeout=5)
 
