@@ -37,6 +37,7 @@ from server.graph.runner import SessionFailed, SessionRun
 from server.graph.session import FINISHED, Session, SessionStore
 from server.models.devices import guess_device
 from server.models.loader import ModelLoader
+from server.tasks import stop_tasks
 
 if TYPE_CHECKING:
     from server.images.service import ImageService, PublishGuard
@@ -147,15 +148,15 @@ class Executor:
         if running is not None:
             # Let it wind down through the normal path (it is saved `queued` again) before anything is cancelled.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), STOP_WAIT_S)
+                async with asyncio.timeout(STOP_WAIT_S):
+                    await self._idle.wait()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
         # Let the node in flight reach its next cancel check (one step) while the image service and the
         # database it may be using are still open; a step that takes longer is left to finish on its own.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True), STOP_WAIT_S)
+            async with asyncio.timeout(STOP_WAIT_S):
+                await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
 
     def _stop_summary(self) -> str:
         running_id = self._running.id if self._running is not None else None
@@ -386,7 +387,8 @@ class Executor:
             # At most a few saves a second: each is an fsync, and a small model's whole image takes less
             # time than a handful of them. The final save does not wait for this pause.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._finishing.wait(), PROGRESS_SAVE_INTERVAL_S)
+                async with asyncio.timeout(PROGRESS_SAVE_INTERVAL_S):
+                    await self._finishing.wait()
 
     async def _final_save(self, session: Session) -> None:
         if self._save_task is not None:

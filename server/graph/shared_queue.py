@@ -32,6 +32,7 @@ from server.graph.executor import Executor, QueueState, SessionConflict, WorkerL
 from server.graph.leases import QUEUE_CHANNEL, list_workers, reap_expired_leases
 from server.graph.session import Session, SessionStore
 from server.models.schema import ModelIdentifier
+from server.tasks import stop_tasks
 
 if TYPE_CHECKING:
     from server.db_postgres import PostgresDatabase
@@ -89,11 +90,7 @@ class SharedQueue(Executor):
         self._stopping = True
         self._claim_wake.set()
         await super().stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
@@ -217,9 +214,10 @@ class SharedQueue(Executor):
         """Reap expired leases, mark silent workers lost, keep the queue status fresh."""
         next_reap = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._status_wake.wait(), POLL_S)
+                async with asyncio.timeout(POLL_S):
+                    await self._status_wake.wait()
             self._status_wake.clear()
             try:
                 if self._listener is None or self._listener.is_closed():

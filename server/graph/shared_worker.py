@@ -156,7 +156,8 @@ class SharedExecutor(SharedQueue):
             if session is None:
                 self._claim_wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._claim_wake.wait(), POLL_S)
+                    async with asyncio.timeout(POLL_S):
+                        await self._claim_wake.wait()
                 continue
             try:
                 problem = await self.identities.problem(session)

@@ -64,10 +64,9 @@ async def _serve(websocket: WebSocket, send: Send) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     if subscriber.close_code is not None:
-        with contextlib.suppress(Exception, asyncio.TimeoutError):
-            await asyncio.wait_for(
-                websocket.close(subscriber.close_code, _truncate(subscriber.close_reason)), CLOSE_TIMEOUT_S
-            )
+        with contextlib.suppress(Exception, TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await websocket.close(subscriber.close_code, _truncate(subscriber.close_reason))
 
 
 async def _pump(send: Send, subscriber: Subscriber, started: asyncio.Event) -> None:

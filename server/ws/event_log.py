@@ -25,6 +25,7 @@ import msgspec
 
 from server.clock import utc_now
 from server.events import Event, ServerEvent, on_loop
+from server.tasks import stop_tasks
 
 if TYPE_CHECKING:
     from server.db_postgres import PostgresDatabase
@@ -90,7 +91,8 @@ class EventLog:
             return
         async with self._progress:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait_for(done), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self._progress.wait_for(done)
 
     def _batch_seq(self, count: int) -> int | None:
         """The seq by which the first `count` events queued were all stored; None while some are not."""
@@ -166,9 +168,10 @@ class EventLog:
 
     async def _relay_loop(self) -> None:
         assert self.hub is not None
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._relay_wake.wait(), POLL_S)
+                async with asyncio.timeout(POLL_S):
+                    await self._relay_wake.wait()
             self._relay_wake.clear()
             try:
                 if self._listener is None or self._listener.is_closed():
@@ -209,12 +212,9 @@ class EventLog:
         writer = self._tasks[-1] if self._tasks else None
         if writer is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(writer), 5.0)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+                async with asyncio.timeout(5.0):
+                    await asyncio.shield(writer)
+        await stop_tasks(self._tasks)
         self._tasks = []
         if self._listener is not None:
             with contextlib.suppress(Exception):

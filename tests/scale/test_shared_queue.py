@@ -22,6 +22,7 @@ from server.events import ImageCreated, ModelsChanged
 from server.graph.shared_worker import AFFINITY_WAIT_S, SharedExecutor, affinity_pick
 from server.graph.standard import txt2img_graph
 from server.images.errors import AttemptLost
+from server.tasks import stop_tasks
 from tests.conftest import BASE_URL
 from tests.images.conftest import png_bytes
 from tests.postgres import PostgresCluster
@@ -110,6 +111,25 @@ def test_a_running_session_is_not_reaped_while_its_lease_holds(api_only) -> None
 
     client.portal.call(hold)
     assert client.portal.call(executor.reap) == []
+
+
+def test_the_background_loops_stop_even_when_a_wake_up_races_the_cancellation(api_only) -> None:
+    """A NOTIFY wakes the event relay and the queue's upkeep in the very turn of the loop that cancels them (what
+    Ctrl-C does while a session streams progress). Waited with 3.11's `asyncio.wait_for`, that cancellation was
+    lost, the loops ran on and the server never exited."""
+    event_log = api_only.app.state.event_log
+    executor: SharedExecutor = api_only.app.state.services.executor
+
+    async def race() -> list[str]:
+        woken = {"imagegraph-event-relay", "imagegraph-queue-maintenance"}
+        loops = [task for task in [*event_log._tasks, *executor._tasks] if task.get_name() in woken]
+        assert len(loops) == 2
+        event_log._relay_wake.set()
+        executor._status_wake.set()
+        await stop_tasks(loops, timeout_s=5.0)
+        return [task.get_name() for task in loops if not task.done()]
+
+    assert api_only.portal.call(race) == []
 
 
 def test_workers_lists_no_one_on_an_api_only_server(api_only) -> None:
