@@ -10,7 +10,6 @@ edit is never lost to a write from memory; blocking work runs in threads."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Coroutine, Sequence
@@ -23,6 +22,7 @@ from server.models.errors import ModelNotFound, ModelsUnavailable
 from server.models.registry import Registry, RegistryError
 from server.models.schema import ModelConfig, SyncResult
 from server.models.sync import STABLE_S, Syncer, fingerprint
+from server.tasks import stop_tasks
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -113,11 +113,7 @@ class ModelCatalogue:
             self._followup.cancel()
         if self.watcher is not None:
             await self.watcher.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(list(self._tasks))
 
     def _remove_stale_yaml_copies(self) -> None:
         """A crash while models.yaml was being replaced leaves the new copy (`.models.yaml.<pid>.tmp`, see

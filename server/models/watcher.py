@@ -10,6 +10,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from server.tasks import stop_tasks
+
 log = logging.getLogger(__name__)
 
 # Names of files that are still being written by a downloader, an editor or our own atomic writes.
@@ -38,11 +40,7 @@ class ModelWatcher:
     async def stop(self) -> None:
         self._stop.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await stop_tasks([self._task])
 
     def relevant(self, change: object, path: str) -> bool:
         """Changes worth a sync: model files and folders, and models.yaml; not hidden or temporary names."""
