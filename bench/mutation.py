@@ -94,7 +94,10 @@ TARGETS = (
         # test_model_cache.py: the cache on its own (exact budgets, the device tier, estimated_bytes).
         ("tests/models/test_model_cache.py", "tests/graph/test_loader.py", "tests/graph/test_memory_settings.py"),
     ),
-    Target("server/graph/denoise.py", ("tests/graph/test_denoise.py", "tests/graph/test_prompt_schedule.py")),
+    Target(
+        "server/graph/denoise.py",
+        ("tests/graph/test_denoise_parts.py", "tests/graph/test_denoise.py", "tests/graph/test_prompt_schedule.py"),
+    ),
 )
 
 # Libraries the children would otherwise import again for every mutant. Never the project's own modules:
