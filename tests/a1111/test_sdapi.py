@@ -17,9 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
+from websockets.sync.client import connect
 
+from server.models.tiny import write_tiny_model
 from server.models.tiny_adapters import write_tiny_embedding, write_tiny_lora, write_tiny_upscaler
-from tests.browser.conftest import ServerProcess, free_port, import_models, make_root, wait_for_model
+from tests.browser.conftest import ServerProcess, free_port, import_models, make_root
+from tests.ws.conftest import receive, send, synced
 
 TOKEN = "a1111-test-token"
 COMPLEX = "((emphasis)), (emphasis1:1.1), [to:1], [from::2], [from:to:0.3], [alt|alt1]"
@@ -29,11 +32,20 @@ SMALL = {"width": 64, "height": 64, "steps": 3, "seed": 7, "sampler_name": "Eule
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     base = tmp_path_factory.mktemp("a1111")
-    proc = ServerProcess(root=make_root(base / "root"), port=free_port(), token=TOKEN)
+    # No watcher: what finds a model dropped into the folders is /refresh-checkpoints, as in A1111.
+    proc = ServerProcess(
+        root=make_root(base / "root"), port=free_port(), token=TOKEN, extra_env={"IMAGEGRAPH_WATCH": "false"}
+    )
     proc.start()
     with httpx.Client(base_url=f"{proc.url}/api/v1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as api:
-        api.post("/models/sync")
-        wait_for_model(api, "tiny")
+        # The model folder was just written: a sync takes it once it has sat still (no watcher to look again).
+        deadline = time.monotonic() + 60
+        while "tiny" not in [
+            m["model_name"] for m in api.get("/models/", params={"model_type": "main"}).json()["models"]
+        ]:
+            assert time.monotonic() < deadline, "the tiny model was never imported"
+            api.post("/models/sync")
+            time.sleep(0.5)
         extra = base / "extra"
         extra.mkdir()
         import_models(
@@ -90,6 +102,20 @@ def test_the_token_is_taken_as_bearer_or_as_the_basic_password(server: ServerPro
 
 
 # listings
+
+
+def test_the_host_and_origin_rules_hold_for_sdapi_too(server: ServerProcess, sd: httpx.Client):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    foreign = httpx.get(f"{server.url}/sdapi/v1/sd-models", headers={**auth, "Host": "evil.example"})
+    assert foreign.status_code == 403
+    before = sd.get("/progress").json()["state"]["job_count"]
+    cross = httpx.post(
+        f"{server.url}/sdapi/v1/txt2img",
+        json={"prompt": "x", **SMALL},
+        headers={**auth, "Origin": "http://evil.example"},
+    )
+    assert cross.status_code == 403
+    assert before == 0 and sd.get("/progress").json()["state"]["job_count"] == 0
 
 
 def test_every_listing_answers_in_a1111s_shape(sd: httpx.Client):
@@ -487,7 +513,37 @@ def test_options_are_kept_across_a_restart(server: ServerProcess, sd: httpx.Clie
     assert sd.post("/options", json={"CLIP_stop_at_last_layers": 1}).status_code == 200
 
 
-# progress, interrupt
+def test_refresh_checkpoints_finds_a_model_dropped_into_the_folder(server: ServerProcess, sd: httpx.Client):
+    # A .safetensors checkpoint proves its own completeness, so the first sync takes it.
+    dropped = write_tiny_model(server.root / "autoimport" / "main" / "second.safetensors", "checkpoint", seed=3)
+
+    def names() -> list[str]:
+        return [m["model_name"] for m in sd.get("/sd-models").json()]
+
+    assert names() == ["tiny"]
+    assert sd.post("/refresh-checkpoints").status_code == 200
+    assert sorted(names()) == ["second", "tiny"]
+    # Gone from the folder, gone from the list at the next refresh.
+    registered = next(server.root.joinpath("models").rglob("second.safetensors"), dropped)
+    registered.unlink()
+    assert sd.post("/refresh-checkpoints").status_code == 200
+    assert names() == ["tiny"]
+
+
+def test_a1111_images_reach_the_gallery_live(server: ServerProcess, sd: httpx.Client):
+    with connect(f"ws://127.0.0.1:{server.port}/ws?token={TOKEN}") as ws:
+        send(ws, type="subscribe", sessions="*")
+        synced(ws)
+        name = txt2img(sd, seed=31)["info"]["image_names"][0]
+        created = []
+        while name not in created:
+            event = receive(ws, timeout=30)
+            if event["type"] == "image_created":
+                created.append(event["image"]["image_name"])
+    assert created == [name]
+
+
+# progress, interrupt, skip
 
 
 def test_interrupt_stops_the_running_job_and_progress_follows_it(sd: httpx.Client):
@@ -515,6 +571,33 @@ def test_interrupt_stops_the_running_job_and_progress_follows_it(sd: httpx.Clien
     assert sd.get("/progress").json()["state"]["job_count"] == 0
 
 
+def start_long_job(sd: httpx.Client, **fields) -> tuple[threading.Thread, dict]:
+    """A txt2img of many steps in a thread, returned once its first image is sampling."""
+    outcome: dict = {}
+    worker = threading.Thread(
+        target=lambda: outcome.update(response=sd.post("/txt2img", json={**SMALL, "steps": 400, **fields}))
+    )
+    worker.start()
+    deadline = time.monotonic() + 60
+    while sd.get("/progress").json()["state"]["sampling_step"] == 0:
+        assert time.monotonic() < deadline, "the job never started sampling"
+        time.sleep(0.1)
+    return worker, outcome
+
+
+def test_skip_drops_the_running_image_and_the_job_goes_on(sd: httpx.Client):
+    worker, outcome = start_long_job(sd, n_iter=2, steps=150)
+    assert sd.post("/skip").status_code == 200
+    worker.join(120)
+    assert outcome["response"].status_code == 200
+    body = outcome["response"].json()
+    body["info"] = json.loads(body["info"])
+    # The first image stopped where it was; the second was made whole, with its own seed.
+    assert len(body["images"]) == 1 and body["info"]["all_seeds"] == [7, 8]
+    [text] = body["info"]["infotexts"]
+    assert "Seed: 8" in text
+
+
 # the webuiapi client
 
 
@@ -532,4 +615,10 @@ def test_the_webuiapi_client(server: ServerProcess, tmp_path: Path):
     assert upscaled.image.size == (128, 128)
     api.util_set_model("tiny")
     assert api.util_get_current_model() == "tiny [sd-1]"
-    assert api.interrupt() is not None or True  # nothing running: answered without error
+    # Nothing running: answered without error; while a job runs, it stops it.
+    assert api.interrupt() == {}
+    with httpx.Client(base_url=f"{server.url}/sdapi/v1", headers={"Authorization": f"Bearer {TOKEN}"}) as sd:
+        worker, outcome = start_long_job(sd, n_iter=2)
+        assert api.interrupt() == {}
+        worker.join(60)
+    assert outcome["response"].status_code == 200 and outcome["response"].json()["images"] == []

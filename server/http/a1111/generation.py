@@ -181,7 +181,8 @@ async def progress(request: Request, *, query: s.ProgressQuery) -> Response:
 @operation("Stop the A1111 job running now (its images so far are returned to its caller)", tags=TAGS)
 async def interrupt(request: Request) -> Response:
     await state_of(request).jobs.interrupt()
-    return json_response(None)
+    # A1111 answers `{}` here (and null for /skip); clients such as webuiapi hand the body back as the result.
+    return json_response({})
 
 
 @operation("Skip the image being made now; the job goes on", tags=TAGS)
