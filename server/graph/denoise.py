@@ -77,7 +77,7 @@ class ConditioningSchedule:
     entries: list[tuple[float, TextConditioning]]
 
     def at(self, index: int, total: int) -> TextConditioning:
-        for until, conditioning in self.entries:
+        for until, conditioning in self.entries[:-1]:
             if index < until * total:
                 return conditioning
         return self.entries[-1][1]

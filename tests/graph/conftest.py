@@ -1,5 +1,5 @@
 """Shared by the graph tests: the contract's standard text-to-image graph, an app with the tiny model
-registered, and a recorder of the events it emits."""
+registered, a recorder of the events it emits, and diffusers' own pipeline as the parity reference."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from diffusers import StableDiffusionPipeline
 from starlette.testclient import TestClient
 
 from server.app import build_app
@@ -129,3 +130,20 @@ def assert_same_pixels(ours: Any, theirs: Any, message: str = "") -> None:
     assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3, (
         f"{message} {int((diff > 0).sum())} of {diff.size} values differ, by up to {int(diff.max())}"
     )
+
+
+def load_sd_pipeline(folder: Any, **components: Any) -> StableDiffusionPipeline:
+    """diffusers' own pipeline over a model folder (components given replace the folder's), without the safety
+    checker or a progress bar: the reference the parity tests hold our graphs to."""
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder, local_files_only=True, safety_checker=None, requires_safety_checker=False, **components
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def sd_pipeline(tiny_model_files) -> StableDiffusionPipeline:
+    """The tiny model's pipeline, one per test module. A test that loads an adapter into a pipeline loads its own
+    with `load_sd_pipeline`, so no adapter leaks into another test's reference."""
+    return load_sd_pipeline(tiny_model_files["diffusers"])

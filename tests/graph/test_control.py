@@ -18,7 +18,6 @@ from diffusers import (
     StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
-    StableDiffusionPipeline,
 )
 from diffusers.pipelines.stable_diffusion import pipeline_stable_diffusion_img2img, pipeline_stable_diffusion_inpaint
 from PIL import Image, ImageDraw
@@ -28,7 +27,7 @@ from server.graph.standard import GenerationSettings, build_graph
 from server.models.tiny_adapters import write_tiny_controlnet, write_tiny_inpaint_model, write_tiny_upscaler
 from server.models.upscalers import load as load_upscaler
 from server.models.upscalers import upscale
-from tests.graph.conftest import MODEL, assert_same_pixels, generation_app, run_graph
+from tests.graph.conftest import MODEL, assert_same_pixels, generation_app, load_sd_pipeline, run_graph
 from tests.images.conftest import png_bytes
 
 PROMPT = "a lighthouse at dusk"
@@ -124,10 +123,7 @@ def pipeline_kwargs(seed: int = 1) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_pipe(tiny_model_files):
-    pipe = StableDiffusionPipeline.from_pretrained(
-        tiny_model_files["diffusers"], local_files_only=True, safety_checker=None, requires_safety_checker=False
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_sd_pipeline(tiny_model_files["diffusers"])
     pipe.scheduler = make_scheduler("euler", pipe.scheduler.config)
     return pipe
 
@@ -217,9 +213,7 @@ def test_inpainting_matches_the_pipeline_and_keeps_everything_outside_the_mask(
     _, images = run(app, model=main, **settings)
     components = dict(tiny_pipe.components)
     if model == "tiny-inpaint":
-        source = StableDiffusionPipeline.from_pretrained(
-            files["inpaint"], local_files_only=True, safety_checker=None, requires_safety_checker=False
-        )
+        source = load_sd_pipeline(files["inpaint"])
         components = dict(source.components)
         components["scheduler"] = make_scheduler("euler", source.scheduler.config)
         assert source.unet.config.in_channels == 9

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from compel import Compel
-from diffusers import StableDiffusionPipeline
 
 from server.graph.denoise import decode_latents, denoise, encode_image, make_noise
 from server.graph.prompts import encode_prompt
@@ -17,17 +16,8 @@ PROMPT = "a lighthouse at dusk"
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_model_files):
-    pipe = StableDiffusionPipeline.from_pretrained(
-        tiny_model_files["diffusers"], local_files_only=True, safety_checker=None, requires_safety_checker=False
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def embeddings(pipe):
-    compel = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder)
+def embeddings(sd_pipeline):
+    compel = Compel(tokenizer=sd_pipeline.tokenizer, text_encoder=sd_pipeline.text_encoder)
     with torch.inference_mode():
         return compel(PROMPT), compel("")
 
@@ -36,11 +26,11 @@ def pixels(image) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
 
 
-def ours(pipe, embeddings, scheduler: str, seed: int, size: int = 64, steps: int = 4, cfg: float = 7.5):
+def ours(sd_pipeline, embeddings, scheduler: str, seed: int, size: int = 64, steps: int = 4, cfg: float = 7.5):
     positive, negative = embeddings
     latents = denoise(
-        unet=pipe.unet,
-        scheduler=make_scheduler(scheduler, pipe.scheduler.config),
+        unet=sd_pipeline.unet,
+        scheduler=make_scheduler(scheduler, sd_pipeline.scheduler.config),
         positive=positive,
         negative=negative,
         noise=make_noise(seed, size, size),
@@ -50,14 +40,14 @@ def ours(pipe, embeddings, scheduler: str, seed: int, size: int = 64, steps: int
         strength=1.0,
         seed=seed,
     )
-    return decode_latents(pipe.vae, latents)
+    return decode_latents(sd_pipeline.vae, latents)
 
 
-def theirs(pipe, scheduler: str, seed: int, size: int = 64, steps: int = 4, cfg: float = 7.5):
-    original = pipe.scheduler
-    pipe.scheduler = make_scheduler(scheduler, original.config)
+def theirs(sd_pipeline, scheduler: str, seed: int, size: int = 64, steps: int = 4, cfg: float = 7.5):
+    original = sd_pipeline.scheduler
+    sd_pipeline.scheduler = make_scheduler(scheduler, original.config)
     try:
-        return pipe(
+        return sd_pipeline(
             PROMPT,
             negative_prompt="",
             num_inference_steps=steps,
@@ -67,12 +57,12 @@ def theirs(pipe, scheduler: str, seed: int, size: int = 64, steps: int = 4, cfg:
             generator=torch.Generator("cpu").manual_seed(seed),
         ).images[0]
     finally:
-        pipe.scheduler = original
+        sd_pipeline.scheduler = original
 
 
-def test_unweighted_compel_prompt_is_the_pipelines_embedding(pipe, embeddings):
+def test_unweighted_compel_prompt_is_the_pipelines_embedding(sd_pipeline, embeddings):
     positive, negative = embeddings
-    expected_positive, expected_negative = pipe.encode_prompt(PROMPT, "cpu", 1, True, "")
+    expected_positive, expected_negative = sd_pipeline.encode_prompt(PROMPT, "cpu", 1, True, "")
     assert torch.equal(positive, expected_positive)
     assert torch.equal(negative, expected_negative)
 
@@ -80,24 +70,26 @@ def test_unweighted_compel_prompt_is_the_pipelines_embedding(pipe, embeddings):
 @pytest.mark.parametrize(
     "prompt", ["a lighthouse at dusk", "", "lighthouse, " * 60 + "the end", "ÉTÉ à l'île, 1920s photo; f/2.8"]
 )
-def test_plain_prompts_skip_compels_parser_with_the_same_result(pipe, prompt):
-    compel = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, truncate_long_prompts=True)
+def test_plain_prompts_skip_compels_parser_with_the_same_result(sd_pipeline, prompt):
+    compel = Compel(tokenizer=sd_pipeline.tokenizer, text_encoder=sd_pipeline.text_encoder, truncate_long_prompts=True)
     with torch.inference_mode():
         expected = compel(prompt)
-    got = encode_prompt(prompt, pipe.tokenizer, pipe.text_encoder)
+    got = encode_prompt(prompt, sd_pipeline.tokenizer, sd_pipeline.text_encoder)
     assert torch.equal(got, expected)
-    assert torch.equal(got, pipe.encode_prompt(prompt, "cpu", 1, False)[0])
+    assert torch.equal(got, sd_pipeline.encode_prompt(prompt, "cpu", 1, False)[0])
 
 
-def test_weighted_prompts_go_through_compel(pipe):
-    compel = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, truncate_long_prompts=True)
+def test_weighted_prompts_go_through_compel(sd_pipeline):
+    compel = Compel(tokenizer=sd_pipeline.tokenizer, text_encoder=sd_pipeline.text_encoder, truncate_long_prompts=True)
     for prompt in ("a lighthouse++ at (dusk)1.3", "a [lighthouse]", '("dusk", "dawn").blend(0.5, 0.5)', "sci-fi"):
         with torch.inference_mode():
-            assert torch.equal(encode_prompt(prompt, pipe.tokenizer, pipe.text_encoder), compel(prompt)), prompt
+            assert torch.equal(
+                encode_prompt(prompt, sd_pipeline.tokenizer, sd_pipeline.text_encoder), compel(prompt)
+            ), prompt
 
 
-def test_prompt_weighting_changes_the_embedding(pipe, embeddings):
-    compel = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder)
+def test_prompt_weighting_changes_the_embedding(sd_pipeline, embeddings):
+    compel = Compel(tokenizer=sd_pipeline.tokenizer, text_encoder=sd_pipeline.text_encoder)
     with torch.inference_mode():
         weighted = compel("a lighthouse++ at (dusk)1.3")
     assert weighted.shape == embeddings[0].shape
@@ -105,35 +97,35 @@ def test_prompt_weighting_changes_the_embedding(pipe, embeddings):
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
-def test_same_pixels_as_stable_diffusion_pipeline(pipe, embeddings, scheduler):
-    expected = pixels(theirs(pipe, scheduler, seed=42))
-    got = pixels(ours(pipe, embeddings, scheduler, seed=42))
+def test_same_pixels_as_stable_diffusion_pipeline(sd_pipeline, embeddings, scheduler):
+    expected = pixels(theirs(sd_pipeline, scheduler, seed=42))
+    got = pixels(ours(sd_pipeline, embeddings, scheduler, seed=42))
     assert got.shape == (64, 64, 3)
     assert np.array_equal(got, expected), f"{scheduler}: max difference {np.abs(got - expected).max()}"
 
 
-def test_cfg_at_most_one_skips_guidance_like_the_pipeline(pipe, embeddings):
+def test_cfg_at_most_one_skips_guidance_like_the_pipeline(sd_pipeline, embeddings):
     assert np.array_equal(
-        pixels(ours(pipe, embeddings, "euler", 7, cfg=1.0)), pixels(theirs(pipe, "euler", 7, cfg=1.0))
+        pixels(ours(sd_pipeline, embeddings, "euler", 7, cfg=1.0)), pixels(theirs(sd_pipeline, "euler", 7, cfg=1.0))
     )
 
 
-def test_seed_decides_the_image(pipe, embeddings):
-    first = pixels(ours(pipe, embeddings, "euler", seed=1))
-    again = pixels(ours(pipe, embeddings, "euler", seed=1))
-    other = pixels(ours(pipe, embeddings, "euler", seed=2))
+def test_seed_decides_the_image(sd_pipeline, embeddings):
+    first = pixels(ours(sd_pipeline, embeddings, "euler", seed=1))
+    again = pixels(ours(sd_pipeline, embeddings, "euler", seed=1))
+    other = pixels(ours(sd_pipeline, embeddings, "euler", seed=2))
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
 
 
-def test_img2img_strength_zero_returns_the_input_latents(pipe, embeddings):
-    image = ours(pipe, embeddings, "euler", seed=3)
-    init = encode_image(pipe.vae, image)
+def test_img2img_strength_zero_returns_the_input_latents(sd_pipeline, embeddings):
+    image = ours(sd_pipeline, embeddings, "euler", seed=3)
+    init = encode_image(sd_pipeline.vae, image)
     positive, negative = embeddings
-    common = dict(unet=pipe.unet, positive=positive, negative=negative, noise=make_noise(9, 64, 64), steps=4)
+    common = dict(unet=sd_pipeline.unet, positive=positive, negative=negative, noise=make_noise(9, 64, 64), steps=4)
     kept = denoise(
         **common,
-        scheduler=make_scheduler("euler", pipe.scheduler.config),
+        scheduler=make_scheduler("euler", sd_pipeline.scheduler.config),
         init_latents=init,
         cfg_scale=7.5,
         strength=0.0,
@@ -142,7 +134,7 @@ def test_img2img_strength_zero_returns_the_input_latents(pipe, embeddings):
     assert torch.equal(kept, init)
     changed = denoise(
         **common,
-        scheduler=make_scheduler("euler", pipe.scheduler.config),
+        scheduler=make_scheduler("euler", sd_pipeline.scheduler.config),
         init_latents=init,
         cfg_scale=7.5,
         strength=0.5,
@@ -151,7 +143,7 @@ def test_img2img_strength_zero_returns_the_input_latents(pipe, embeddings):
     assert changed.shape == init.shape and not torch.equal(changed, init)
 
 
-def test_progress_and_stop_between_steps(pipe, embeddings):
+def test_progress_and_stop_between_steps(sd_pipeline, embeddings):
     positive, negative = embeddings
     seen = []
 
@@ -164,8 +156,8 @@ def test_progress_and_stop_between_steps(pipe, embeddings):
 
     with pytest.raises(Stop):
         denoise(
-            unet=pipe.unet,
-            scheduler=make_scheduler("euler", pipe.scheduler.config),
+            unet=sd_pipeline.unet,
+            scheduler=make_scheduler("euler", sd_pipeline.scheduler.config),
             positive=positive,
             negative=negative,
             noise=make_noise(0, 64, 64),

@@ -18,7 +18,6 @@ from compel import Compel
 from diffusers import (
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
-    StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
 )
@@ -30,31 +29,24 @@ from server.graph.denoise import (
     DenoiseMask,
     TextConditioning,
     blend_noise,
+    decode_latents,
     denoise,
     encode_image,
     make_noise,
 )
 from server.graph.inpaint import latent_mask, mask_pixels, masked_image_latents
-from server.graph.schedulers import make_scheduler
+from server.graph.schedulers import SCHEDULER_NAMES, make_scheduler
 from server.models.tiny_adapters import write_tiny_inpaint_model
 from server.models.tiny_sdxl import write_tiny_model_of_base
+from tests.graph.conftest import load_sd_pipeline
 
 PROMPT = "a lighthouse at dusk"
 SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def sd(tiny_model_files):
-    pipe = StableDiffusionPipeline.from_pretrained(
-        tiny_model_files["diffusers"], local_files_only=True, safety_checker=None, requires_safety_checker=False
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def compel(sd):
-    return Compel(tokenizer=sd.tokenizer, text_encoder=sd.text_encoder, truncate_long_prompts=False)
+def compel(sd_pipeline):
+    return Compel(tokenizer=sd_pipeline.tokenizer, text_encoder=sd_pipeline.text_encoder, truncate_long_prompts=False)
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +60,7 @@ def xl(tmp_path_factory):
 @pytest.fixture(scope="module")
 def inpaint_components(tmp_path_factory):
     folder = write_tiny_inpaint_model(tmp_path_factory.mktemp("tiny-inpaint") / "tiny-inpaint")
-    pipe = StableDiffusionPipeline.from_pretrained(
-        folder, local_files_only=True, safety_checker=None, requires_safety_checker=False
-    )
+    pipe = load_sd_pipeline(folder)
     assert pipe.unet.config.in_channels == 9
     return pipe.components
 
@@ -185,26 +175,42 @@ def test_a_schedule_switches_at_the_step_its_until_names():
     assert [int(schedule.at(index, 4).embeds[0, 0, 0]) for index in range(4)] == [0, 1, 1, 2]
 
 
-def split_run(sd, first, second, *, positive_schedule: bool):
+def split_run(sd_pipeline, first, second, *, positive_schedule: bool):
     """4 euler steps: the first two with `first`, the last two with `second`, as two runs of one schedule."""
-    other = sd.encode_prompt("", "cpu", 1, False)[0]
+    other = sd_pipeline.encode_prompt("", "cpu", 1, False)[0]
     pair = (first, other) if positive_schedule else (other, first)
-    half = ours(sd.unet, sd.scheduler.config, "euler", *pair, denoising_end=0.5)
+    half = ours(sd_pipeline.unet, sd_pipeline.scheduler.config, "euler", *pair, denoising_end=0.5)
     pair = (second, other) if positive_schedule else (other, second)
-    return ours(sd.unet, sd.scheduler.config, "euler", *pair, noise=None, init_latents=half, denoising_start=0.5)
+    return ours(
+        sd_pipeline.unet,
+        sd_pipeline.scheduler.config,
+        "euler",
+        *pair,
+        noise=None,
+        init_latents=half,
+        denoising_start=0.5,
+    )
 
 
 @pytest.mark.parametrize("side", ["positive", "negative"])
-def test_a_prompt_edit_halfway_is_the_first_prompts_half_continued_with_the_second(sd, side):
-    red, blue = (sd.encode_prompt(p, "cpu", 1, False)[0] for p in ("a red cat", "a blue dog"))
-    other = sd.encode_prompt("", "cpu", 1, False)[0]
+def test_a_prompt_edit_halfway_is_the_first_prompts_half_continued_with_the_second(sd_pipeline, side):
+    red, blue = (sd_pipeline.encode_prompt(p, "cpu", 1, False)[0] for p in ("a red cat", "a blue dog"))
+    other = sd_pipeline.encode_prompt("", "cpu", 1, False)[0]
     schedule = ConditioningSchedule([(0.5, TextConditioning(red)), (1.0, TextConditioning(blue))])
     pair = (schedule, other) if side == "positive" else (other, schedule)
     seen = []
-    edited = ours(sd.unet, sd.scheduler.config, "euler", *pair, after_step=lambda step, total, _: seen.append(step))
+    edited = ours(
+        sd_pipeline.unet,
+        sd_pipeline.scheduler.config,
+        "euler",
+        *pair,
+        after_step=lambda step, total, _: seen.append(step),
+    )
     assert seen == [1, 2, 3, 4]
-    assert_same(edited, split_run(sd, red, blue, positive_schedule=side == "positive"), side)
-    plain = ours(sd.unet, sd.scheduler.config, "euler", *((red, other) if side == "positive" else (other, red)))
+    assert_same(edited, split_run(sd_pipeline, red, blue, positive_schedule=side == "positive"), side)
+    plain = ours(
+        sd_pipeline.unet, sd_pipeline.scheduler.config, "euler", *((red, other) if side == "positive" else (other, red))
+    )
     assert not torch.equal(edited, plain)
 
 
@@ -213,7 +219,7 @@ def test_a_prompt_edit_halfway_is_the_first_prompts_half_continued_with_the_seco
 
 @pytest.mark.parametrize("long_side", ["positive", "negative"])
 @pytest.mark.parametrize("padding_on", ["longer", "shorter"])
-def test_the_shorter_conditioning_is_padded_with_empty_prompt_chunks(sd, compel, long_side, padding_on):
+def test_the_shorter_conditioning_is_padded_with_empty_prompt_chunks(sd_pipeline, compel, long_side, padding_on):
     with torch.inference_mode():
         chunks = [compel(p) for p in ("a lighthouse", "at dusk", "in the fog")]
         short, empty = compel("blurry"), compel("")
@@ -224,27 +230,27 @@ def test_the_shorter_conditioning_is_padded_with_empty_prompt_chunks(sd, compel,
     pair, padded = (
         ((longer, shorter), (longer, by_hand)) if long_side == "positive" else ((shorter, longer), (by_hand, longer))
     )
-    got = ours(sd.unet, sd.scheduler.config, "euler", *pair, steps=2)
-    assert_same(got, ours(sd.unet, sd.scheduler.config, "euler", *padded, steps=2))
+    got = ours(sd_pipeline.unet, sd_pipeline.scheduler.config, "euler", *pair, steps=2)
+    assert_same(got, ours(sd_pipeline.unet, sd_pipeline.scheduler.config, "euler", *padded, steps=2))
     # Padding matters: the positive and negative of other lengths, padded with something else, differ.
     zeros = TextConditioning(torch.cat([short, torch.zeros_like(empty), torch.zeros_like(empty)], dim=1))
     other = (longer, zeros) if long_side == "positive" else (zeros, longer)
-    assert not torch.equal(got, ours(sd.unet, sd.scheduler.config, "euler", *other, steps=2))
+    assert not torch.equal(got, ours(sd_pipeline.unet, sd_pipeline.scheduler.config, "euler", *other, steps=2))
 
 
-def test_conditionings_of_lengths_padding_cannot_join_are_refused_with_both_lengths(sd, compel):
+def test_conditionings_of_lengths_padding_cannot_join_are_refused_with_both_lengths(sd_pipeline, compel):
     with torch.inference_mode():
         long_embeds, short, empty = torch.cat([compel("a"), compel("b")], dim=1), compel("c"), compel("")
     unpadded = TextConditioning(long_embeds)
     with pytest.raises(ValueError, match="the positive conditioning has 154 tokens and the negative 77: encode both"):
-        ours(sd.unet, sd.scheduler.config, "euler", unpadded, TextConditioning(short))
+        ours(sd_pipeline.unet, sd_pipeline.scheduler.config, "euler", unpadded, TextConditioning(short))
     ragged = TextConditioning(long_embeds[:, :120], padding=empty)
     with pytest.raises(ValueError, match="the positive conditioning has 77 tokens and the negative 120"):
-        ours(sd.unet, sd.scheduler.config, "euler", TextConditioning(short), ragged)
+        ours(sd_pipeline.unet, sd_pipeline.scheduler.config, "euler", TextConditioning(short), ragged)
 
 
-def test_conditioning_from_other_text_encoders_is_refused_before_the_first_step(sd, xl):
-    sd_positive = sd.encode_prompt(PROMPT, "cpu", 1, False)[0]
+def test_conditioning_from_other_text_encoders_is_refused_before_the_first_step(sd_pipeline, xl):
+    sd_positive = sd_pipeline.encode_prompt(PROMPT, "cpu", 1, False)[0]
     embeds, _, pooled, _ = xl.encode_prompt(PROMPT, device="cpu", do_classifier_free_guidance=False)
     xl_positive = TextConditioning(embeds, pooled=pooled, time_ids=(64, 64, 0, 0, 64, 64))
     wide = TextConditioning(torch.cat([sd_positive, sd_positive], dim=-1))
@@ -256,7 +262,14 @@ def test_conditioning_from_other_text_encoders_is_refused_before_the_first_step(
         (TextConditioning(embeds), xl_positive),
     ):
         with pytest.raises(ValueError, match="come from different text encoders"):
-            ours(sd.unet, sd.scheduler.config, "euler", positive, negative, before_step=lambda: steps.append(1))
+            ours(
+                sd_pipeline.unet,
+                sd_pipeline.scheduler.config,
+                "euler",
+                positive,
+                negative,
+                before_step=lambda: steps.append(1),
+            )
     assert steps == []
 
 
@@ -331,14 +344,16 @@ def test_the_time_ids_reach_the_unet(xl):
 
 
 @pytest.mark.parametrize(
-    ("scheduler", "strength"), [("euler", 0.6), ("euler_a", 0.6), ("heun", 0.5), ("euler", 0.25), ("euler", 1.0)]
+    ("scheduler", "strength"),
+    # Every scheduler: DDIM, DDPM and PNDM have no `set_begin_index`, Heun repeats its timesteps.
+    [*((name, 0.6) for name in SCHEDULER_NAMES), ("heun", 0.5), ("euler", 0.25), ("euler", 1.0)],
 )
-def test_image_to_image_latents_are_the_pipelines(sd, mode_encoding, scheduler, strength):
+def test_image_to_image_latents_are_the_pipelines(sd_pipeline, mode_encoding, scheduler, strength):
     image = shapes_image()
-    pipe = StableDiffusionImg2ImgPipeline(**{k: v for k, v in sd.components.items() if k != "image_encoder"})
-    pipe.scheduler = make_scheduler(scheduler, sd.scheduler.config)
+    pipe = StableDiffusionImg2ImgPipeline(**{k: v for k, v in sd_pipeline.components.items() if k != "image_encoder"})
+    pipe.scheduler = make_scheduler(scheduler, sd_pipeline.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    embeds = sd.encode_prompt(PROMPT, "cpu", 1, True, "")
+    embeds = sd_pipeline.encode_prompt(PROMPT, "cpu", 1, True, "")
     expected = pipe(
         PROMPT,
         image=image,
@@ -349,21 +364,52 @@ def test_image_to_image_latents_are_the_pipelines(sd, mode_encoding, scheduler, 
         generator=generator(1),
         output_type="latent",
     ).images
-    init = encode_image(sd.vae, image)
-    got = ours(sd.unet, sd.scheduler.config, scheduler, *embeds, init_latents=init, strength=strength)
+    init = encode_image(sd_pipeline.vae, image)
+    got = ours(sd_pipeline.unet, sd_pipeline.scheduler.config, scheduler, *embeds, init_latents=init, strength=strength)
     assert_same(got, expected, f"{scheduler} at {strength}")
 
 
-def test_image_to_image_without_noise_starts_from_the_latents_as_they_are(sd):
-    embeds = sd.encode_prompt(PROMPT, "cpu", 1, True, "")
-    init = encode_image(sd.vae, shapes_image())
+def test_tiled_decoding_and_encoding_are_the_vaes_tiled_passes_and_only_when_asked(sd_pipeline):
+    """`tiled` (what `vae_tiling` turns on for big images) runs the VAE's tiled passes, and the default its whole
+    ones, each as the pipeline post-processes and encodes; at 320² the tiny VAE (256² tiles) makes four tiles,
+    which give other pixels than one whole pass."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    vae, processor = sd_pipeline.vae, VaeImageProcessor(vae_scale_factor=8)
+    latents = torch.randn(1, 4, 40, 40, generator=generator(3))
+    with torch.inference_mode():
+        scaled = latents / vae.config.scaling_factor
+        whole, tiled = (
+            np.asarray(processor.postprocess(passes(scaled).sample, output_type="pil")[0])
+            for passes in (vae.decode, vae.tiled_decode)
+        )
+    assert not np.array_equal(whole, tiled), "the size does not span several tiles"
+    assert np.array_equal(np.asarray(decode_latents(vae, latents)), whole)
+    assert np.array_equal(np.asarray(decode_latents(vae, latents, tiled=True)), tiled)
+
+    image = shapes_image(320)
+    pixels = processor.preprocess(image)
+    with torch.inference_mode():
+        whole, tiled = (
+            passes(pixels).latent_dist.mode() * vae.config.scaling_factor for passes in (vae.encode, vae.tiled_encode)
+        )
+    assert not torch.equal(whole, tiled)
+    assert_same(encode_image(vae, image), whole, "whole")
+    assert_same(encode_image(vae, image, tiled=True), tiled, "tiled")
+
+
+def test_image_to_image_without_noise_starts_from_the_latents_as_they_are(sd_pipeline):
+    embeds = sd_pipeline.encode_prompt(PROMPT, "cpu", 1, True, "")
+    init = encode_image(sd_pipeline.vae, shapes_image())
     noise = make_noise(1, SIZE, SIZE)
-    scheduler = make_scheduler("euler", sd.scheduler.config)
+    scheduler = make_scheduler("euler", sd_pipeline.scheduler.config)
     scheduler.set_timesteps(4)
     # Strength 0.5 of 4 euler steps: the last two, from the original noised to the first of them.
     noised = scheduler.add_noise(init, noise, scheduler.timesteps[2:3])
-    with_noise = ours(sd.unet, sd.scheduler.config, "euler", *embeds, init_latents=init, strength=0.5)
-    without = ours(sd.unet, sd.scheduler.config, "euler", *embeds, noise=None, init_latents=noised, strength=0.5)
+    with_noise = ours(sd_pipeline.unet, sd_pipeline.scheduler.config, "euler", *embeds, init_latents=init, strength=0.5)
+    without = ours(
+        sd_pipeline.unet, sd_pipeline.scheduler.config, "euler", *embeds, noise=None, init_latents=noised, strength=0.5
+    )
     assert_same(without, with_noise)
 
 
@@ -493,8 +539,8 @@ def inpaint_both(components: dict, scheduler: str, strength: float, cfg: float =
 
 
 @pytest.mark.parametrize(("scheduler", "strength"), [("euler", 1.0), ("heun", 1.0), ("euler", 0.6), ("dpmpp_2m", 0.75)])
-def test_inpainting_with_a_4_channel_unet_is_the_pipelines(sd, mode_encoding, scheduler, strength):
-    got, expected = inpaint_both(sd.components, scheduler, strength)
+def test_inpainting_with_a_4_channel_unet_is_the_pipelines(sd_pipeline, mode_encoding, scheduler, strength):
+    got, expected = inpaint_both(sd_pipeline.components, scheduler, strength)
     # The first step is the pipeline's to the bit; from the second on the UNet's output inside the mask differs
     # in the last bits (about 1e-5, where a wrong blend differs by tenths), which no decoded pixel shows.
     assert got.shape == expected.shape
@@ -511,11 +557,11 @@ def test_inpainting_with_a_9_channel_unet_is_the_pipelines(inpaint_components, m
     assert_same(got, expected, f"{scheduler} at {strength}, cfg {cfg}")
 
 
-def test_an_inpaint_unet_without_a_mask_and_masked_image_is_refused(inpaint_components, sd):
+def test_an_inpaint_unet_without_a_mask_and_masked_image_is_refused(inpaint_components, sd_pipeline):
     unet, config = inpaint_components["unet"], inpaint_components["scheduler"].config
-    embeds = sd.encode_prompt(PROMPT, "cpu", 1, True, "")
-    init = encode_image(sd.vae, shapes_image())
-    without_masked = denoise_mask(sd.vae, shapes_image(), mask_image(), with_masked_latents=False)
+    embeds = sd_pipeline.encode_prompt(PROMPT, "cpu", 1, True, "")
+    init = encode_image(sd_pipeline.vae, shapes_image())
+    without_masked = denoise_mask(sd_pipeline.vae, shapes_image(), mask_image(), with_masked_latents=False)
     for mask in (None, without_masked):
         with pytest.raises(
             ValueError, match="this UNet takes 9 input channels: an inpaint model needs a `denoise_mask`"
@@ -523,24 +569,24 @@ def test_an_inpaint_unet_without_a_mask_and_masked_image_is_refused(inpaint_comp
             ours(unet, config, "euler", *embeds, init_latents=init, mask=mask)
 
 
-def test_inpainting_needs_the_original_and_noise_and_text_to_image_noise(sd):
-    embeds = sd.encode_prompt(PROMPT, "cpu", 1, True, "")
-    init = encode_image(sd.vae, shapes_image())
-    mask = denoise_mask(sd.vae, shapes_image(), mask_image(), with_masked_latents=False)
+def test_inpainting_needs_the_original_and_noise_and_text_to_image_noise(sd_pipeline):
+    embeds = sd_pipeline.encode_prompt(PROMPT, "cpu", 1, True, "")
+    init = encode_image(sd_pipeline.vae, shapes_image())
+    mask = denoise_mask(sd_pipeline.vae, shapes_image(), mask_image(), with_masked_latents=False)
     with pytest.raises(ValueError, match="inpainting needs the original's latents and noise"):
-        ours(sd.unet, sd.scheduler.config, "euler", *embeds, init_latents=None, mask=mask)
+        ours(sd_pipeline.unet, sd_pipeline.scheduler.config, "euler", *embeds, init_latents=None, mask=mask)
     with pytest.raises(ValueError, match="inpainting needs the original's latents and noise"):
-        ours(sd.unet, sd.scheduler.config, "euler", *embeds, init_latents=init, noise=None, mask=mask)
+        ours(sd_pipeline.unet, sd_pipeline.scheduler.config, "euler", *embeds, init_latents=init, noise=None, mask=mask)
     with pytest.raises(ValueError, match="text-to-image needs noise"):
-        ours(sd.unet, sd.scheduler.config, "euler", *embeds, noise=None)
+        ours(sd_pipeline.unet, sd_pipeline.scheduler.config, "euler", *embeds, noise=None)
 
 
 # Guidance
 
 
 @pytest.mark.parametrize("cfg", [1.0, 1.5, 0.5])
-def test_latents_at_low_guidance_are_the_pipelines(sd, cfg):
-    expected = sd(
+def test_latents_at_low_guidance_are_the_pipelines(sd_pipeline, cfg):
+    expected = sd_pipeline(
         PROMPT,
         negative_prompt="",
         num_inference_steps=4,
@@ -550,5 +596,7 @@ def test_latents_at_low_guidance_are_the_pipelines(sd, cfg):
         generator=generator(1),
         output_type="latent",
     ).images
-    embeds = sd.encode_prompt(PROMPT, "cpu", 1, True, "")
-    assert_same(ours(sd.unet, sd.scheduler.config, "euler", *embeds, cfg_scale=cfg), expected, str(cfg))
+    embeds = sd_pipeline.encode_prompt(PROMPT, "cpu", 1, True, "")
+    assert_same(
+        ours(sd_pipeline.unet, sd_pipeline.scheduler.config, "euler", *embeds, cfg_scale=cfg), expected, str(cfg)
+    )
