@@ -169,7 +169,8 @@ def cold_pipeline(model: Path, device: str, dtype: str, size: int, steps: int, o
 
 
 class Server:
-    def __init__(self, root: Path, device: str, precision: str) -> None:
+    def __init__(self, root: Path, device: str, precision: str, prelude: str = "") -> None:
+        """`prelude`: Python run in the server process before the server starts (a VRAM cap, say)."""
         self.root = root
         self.port = free_port()
         env = {
@@ -179,8 +180,11 @@ class Server:
             "IMAGEGRAPH_DEVICE": device,
             "IMAGEGRAPH_PRECISION": precision,
         }
+        start = (
+            ["-c", f"{prelude}\nfrom server.cli import main\nraise SystemExit(main())"] if prelude else ["-m", "server"]
+        )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--root", str(root), "--port", str(self.port)],
+            [sys.executable, *start, "serve", "--root", str(root), "--port", str(self.port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

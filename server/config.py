@@ -52,8 +52,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # need several GiB for its activations. Tiles change pixels slightly, so smaller images stay whole.
     vae_tiling: Literal["auto", "on", "off"] = "auto"
     # `model`: every model waits in RAM and only what the running node uses sits on the GPU (diffusers'
-    # enable_model_cpu_offload), for 4–8 GB cards.
-    offload: Literal["none", "model"] = "none"
+    # enable_model_cpu_offload), for 4–8 GB cards. `sequential`: weights stay in RAM and stream to the GPU a
+    # layer at a time while a part runs (enable_sequential_cpu_offload), for 4–6 GB cards; much slower.
+    offload: Literal["none", "model", "sequential"] = "none"
     # `unet`: torch.compile the UNet; the first run at a size compiles (slow), later runs at it are faster.
     compile: Literal["off", "unet"] = "off"
     # Keep the UNet's activations in channels-last memory order (faster convolutions on recent GPUs).

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.models.offload import hooks_removed
+
 ADAPTERS_PER_MODULE = 16
 # What the converted state dict's keys start with, for each part a LoRA may change.
 PART_PREFIXES = {"unet": "unet.", "text_encoder": "text_encoder.", "text_encoder_2": "text_encoder_2."}
@@ -94,12 +96,18 @@ def active(module: Any, part: str, loras: Sequence[tuple[LoraWeights, float]], *
     if not weights:
         yield
         return
-    set_adapter_layers(module, enabled=True)
-    set_weights_and_activate_adapters(module, list(weights), list(weights.values()))
+    import torch
+
+    # peft sets requires_grad on the adapters' parameters as it switches them. Offloaded sequentially, those
+    # are placeholders the hooks made during an inference-mode run, which only inference mode may change.
+    with torch.inference_mode():
+        set_adapter_layers(module, enabled=True)
+        set_weights_and_activate_adapters(module, list(weights), list(weights.values()))
     try:
         yield
     finally:
-        set_adapter_layers(module, enabled=False)
+        with torch.inference_mode():
+            set_adapter_layers(module, enabled=False)
 
 
 def _inject(module: Any, part: str, lora: LoraWeights, *, sdxl: bool) -> bool:
@@ -108,6 +116,12 @@ def _inject(module: Any, part: str, lora: LoraWeights, *, sdxl: bool) -> bool:
     if lora.name in injected:
         injected.move_to_end(lora.name)
         return injected[lora.name]
+    # Offloaded sequentially, a module's layers hold no real weights between runs: peft must see them.
+    with hooks_removed(module):
+        return _inject_new(module, part, lora, injected, sdxl=sdxl)
+
+
+def _inject_new(module: Any, part: str, lora: LoraWeights, injected: OrderedDict[str, bool], *, sdxl: bool) -> bool:
     while len(injected) >= ADAPTERS_PER_MODULE:
         old, present = injected.popitem(last=False)
         if present:

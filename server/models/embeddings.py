@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.models.offload import hooks_removed
+
 # A1111: `<name>`; names never hold angle brackets or colons (`<lora:x:1>` is A1111's LoRA syntax, not ours).
 MENTION = re.compile(r"<([^<>:\s][^<>:]*)>")
 
@@ -118,11 +120,12 @@ def install(embedding: Embedding, tokenizer: Any, text_encoder: Any, part: str) 
     if missing:
         tokenizer.add_tokens(missing)
     ids = tokenizer.convert_tokens_to_ids(tokens)
-    if max(ids) >= table.weight.shape[0]:
-        text_encoder.resize_token_embeddings(len(tokenizer))
+    with hooks_removed(text_encoder):
+        if max(ids) >= table.weight.shape[0]:
+            text_encoder.resize_token_embeddings(len(tokenizer))
         table = text_encoder.get_input_embeddings()
-    with torch.no_grad():
-        table.weight[ids] = vectors.to(table.weight.device, table.weight.dtype)
+        with torch.no_grad():
+            table.weight[ids] = vectors.to(table.weight.device, table.weight.dtype)
     return tokens
 
 

@@ -21,6 +21,7 @@ from server.models.devices import resolve_device
 from server.models.embeddings import EmbeddingError, read_embedding
 from server.models.libraries import quiet_ml_libraries
 from server.models.model_cache import CacheState, ModelCache, estimated_bytes
+from server.models.offload import offload_sequentially
 from server.models.schema import ModelConfig, ModelIdentifier
 from server.models.weights import UnreadableWeights
 
@@ -69,7 +70,8 @@ class ModelLoader:
             )
 
     def _vram_limit(self) -> int | None:
-        if self.device.type == "cpu":
+        # Offloaded sequentially, every part lives in RAM (one tier) and never moves as a whole.
+        if self.device.type == "cpu" or self.settings.offload == "sequential":
             return None
         if self.settings.offload == "model":
             return 0
@@ -95,7 +97,13 @@ class ModelLoader:
         return self.cache.ram_bytes
 
     def state(self) -> CacheState:
-        return self.cache.state(self.loads, self.hits)
+        state = self.cache.state(self.loads, self.hits)
+        if self.device is not None and self.device.type == "cuda":
+            import torch
+
+            state.device_allocated_bytes = torch.cuda.memory_allocated(self.device)
+            state.device_peak_bytes = torch.cuda.max_memory_allocated(self.device)
+        return state
 
     def compiled_unet(self, unet: Any) -> Any:
         """The UNet under torch.compile, made once per module; torch caches a compiled graph per input shape,
@@ -126,9 +134,7 @@ class ModelLoader:
             self.hits += 1
             return cached
         self.emit(ModelLoadStarted(session_id=session_id, model=model, submodel=submodel))
-        self.cache.make_room(
-            estimated_bytes(path, submodel if config.model_format == "diffusers" else None, self.dtype)
-        )
+        self.cache.make_room(self.estimated_bytes(config, path, submodel))
         try:
             if model.model_type != "main":
                 value = self._load_whole(config, path)
@@ -158,6 +164,21 @@ class ModelLoader:
         self.loads += 1
         self.emit(ModelLoadCompleted(session_id=session_id, model=model, submodel=submodel))
         return value
+
+    def estimated_bytes(self, config: ModelConfig, path: Path, submodel: str) -> int:
+        """What loading this part will add to the cache, in the dtype it will have: an upcast VAE (SDXL's in an
+        fp16 run) takes fp32's 4 bytes a value, not fp16's 2."""
+        dtype = self.dtype
+        if config.model_type == "vae":
+            vae_config = self._vae_model_config(config, path)
+            dtype = self.vae_dtype(vae_config) if vae_config else dtype
+        elif submodel == "vae" and config.model_format == "diffusers" and not config.vae:
+            dtype = self.vae_dtype(path / "vae" / "config.json")
+        if config.model_type != "main" and path.is_dir():
+            return estimated_bytes(path.parent, path.name, dtype)  # a whole model's folder
+        if config.model_type != "main" or config.model_format != "diffusers":
+            return estimated_bytes(path, None, dtype)
+        return estimated_bytes(path, submodel, dtype)
 
     # lookup
 
@@ -235,14 +256,22 @@ class ModelLoader:
         """A registered VAE: a diffusers folder, or a single file read with the shipped config of its base."""
         from diffusers import AutoencoderKL
 
-        if path.is_dir():
-            return AutoencoderKL.from_pretrained(path, local_files_only=True, torch_dtype=self.dtype)
-        config_dir = self.models.shipped_config_dir(config.base_model)
-        if config_dir is None:
+        vae_config = self._vae_model_config(config, path)
+        if vae_config is None:
             raise ModelLoadError(f"the server has no VAE config for {config.base_model}, so {config.key} cannot load")
+        dtype = self.vae_dtype(vae_config)
+        if path.is_dir():
+            return AutoencoderKL.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
         return AutoencoderKL.from_single_file(
-            str(path), config=str(config_dir), subfolder="vae", local_files_only=True, torch_dtype=self.dtype
+            str(path), config=str(vae_config.parent.parent), subfolder="vae", local_files_only=True, torch_dtype=dtype
         )
+
+    def _vae_model_config(self, config: ModelConfig, path: Path) -> Path | None:
+        """The config.json of a registered VAE: its folder's, or for a single file the shipped one of its base."""
+        if path.is_dir():
+            return path / "config.json"
+        config_dir = self.models.shipped_config_dir(config.base_model)
+        return config_dir / "vae" / "config.json" if config_dir is not None else None
 
     def _load_vae(self, config: ModelConfig, path: Path) -> Any:
         from diffusers import AutoencoderKL
@@ -316,6 +345,8 @@ class ModelLoader:
                 import torch
 
                 module.to(memory_format=torch.channels_last)
+        if self.settings.offload == "sequential":
+            return offload_sequentially(module, self.device)
         return module.to(self.device)
 
 

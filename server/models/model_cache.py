@@ -4,8 +4,9 @@ On a GPU there are two tiers: parts on the device (at most `vram_cache_gb`) and 
 `ram_cache_gb`). The least recently used part on the device moves to RAM when room is needed, and back when a
 node uses it again, without a read from disk; the parts the running node uses never move. With `offload:
 model` the device budget is 0, so the device keeps only the running node's parts (diffusers' model CPU
-offload). On the CPU there is one tier, RAM. Thread-safe; moves and evictions happen on the worker thread that
-loads."""
+offload). With `offload: sequential`, and on the CPU, there is one tier, RAM (sequentially offloaded parts
+stream to the device a layer at a time as they run: server/models/offload.py). Thread-safe; moves and
+evictions happen on the worker thread that loads."""
 
 from __future__ import annotations
 
@@ -49,6 +50,10 @@ class CacheState(msgspec.Struct, kw_only=True):
     hits: int
     moves_to_ram: int
     moves_to_device: int
+    # What torch's allocator holds on a CUDA device now, and the most it held since the server started (the
+    # model cache's parts and the activations of runs); null elsewhere.
+    device_allocated_bytes: int | None = None
+    device_peak_bytes: int | None = None
 
 
 @dataclass

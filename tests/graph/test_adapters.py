@@ -4,6 +4,7 @@ changes when it should, and comes back exactly when the adapter is gone."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 
@@ -16,8 +17,9 @@ from safetensors.torch import save_file
 
 from server.graph.prompts import plain_embeddings, skipped_layers
 from server.graph.standard import txt2img_graph
+from server.models.schema import ModelIdentifier
 from server.models.tiny_adapters import write_tiny_embedding, write_tiny_lora, write_tiny_vae
-from tests.graph.conftest import MODEL, generation_app, run_graph
+from tests.graph.conftest import MODEL, assert_same_pixels, generation_app, load_sd_pipeline, run_graph
 
 PROMPT = "a lighthouse at dusk"
 LORA_FORMATS = ("kohya", "peft", "loha", "lokr")
@@ -43,14 +45,20 @@ def adapter_files(tmp_path_factory):
     return files
 
 
-@pytest.fixture
-def app(settings, tiny_model_files, adapter_files):
+@contextlib.contextmanager
+def adapters_app(settings, tiny_model_files, adapter_files):
     with generation_app(settings, tiny_model_files) as (client, recorder):
         for name, path in adapter_files.items():
             response = client.post("/api/v1/models/import", json={"location": str(path)})
             assert response.status_code == 201, response.text
             assert response.json()["model_name"] == name and response.json()["base_model"] == "sd-1"
         yield client, recorder
+
+
+@pytest.fixture
+def app(settings, tiny_model_files, adapter_files):
+    with adapters_app(settings, tiny_model_files, adapter_files) as pair:
+        yield pair
 
 
 def generate(app, prompt: str = PROMPT, **kwargs) -> tuple[np.ndarray, dict]:
@@ -103,10 +111,7 @@ def test_switching_loras_and_weights_never_reloads_the_base_model(app):
 
 def test_lora_parity_with_the_diffusers_pipeline(app, tiny_model_files, adapter_files):
     ours, _ = generate(app, loras=[(lora("lora-kohya"), 0.8)])
-    pipe = StableDiffusionPipeline.from_pretrained(
-        tiny_model_files["diffusers"], local_files_only=True, safety_checker=None, requires_safety_checker=False
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_sd_pipeline(tiny_model_files["diffusers"])
     pipe.load_lora_weights(str(adapter_files["lora-kohya"]), adapter_name="kohya")
     pipe.set_adapters(["kohya"], [0.8])
     image = pipe(
@@ -188,10 +193,7 @@ def test_an_embedding_in_the_prompt_changes_the_image(app, adapter_files, name):
 
 def test_embedding_parity_with_diffusers_textual_inversion(app, tiny_model_files, adapter_files):
     ours, _ = generate(app, "a photo of <myemb>")
-    pipe = StableDiffusionPipeline.from_pretrained(
-        tiny_model_files["diffusers"], local_files_only=True, safety_checker=None, requires_safety_checker=False
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_sd_pipeline(tiny_model_files["diffusers"])
     pipe.load_textual_inversion(str(adapter_files["myemb"]), token="<myemb>")
     image = pipe(
         "a photo of <myemb>", negative_prompt="", num_inference_steps=4, guidance_scale=7.5, height=64, width=64,
@@ -242,13 +244,38 @@ def test_clip_skip_is_the_penultimate_layer_normalised(tiny_model_files):
 
 def test_the_vae_override_matches_decoding_with_that_vae(app, tiny_model_files, adapter_files):
     other, _ = generate(app, vae={"model_name": "othervae", "base_model": "sd-1", "model_type": "vae"})
-    pipe = StableDiffusionPipeline.from_pretrained(
-        tiny_model_files["diffusers"], local_files_only=True, safety_checker=None, requires_safety_checker=False,
-        vae=AutoencoderKL.from_pretrained(adapter_files["othervae"]),
-    )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_sd_pipeline(tiny_model_files["diffusers"], vae=AutoencoderKL.from_pretrained(adapter_files["othervae"]))
     image = pipe(
         PROMPT, negative_prompt="", num_inference_steps=4, guidance_scale=7.5, height=64, width=64,
         generator=torch.Generator("cpu").manual_seed(1),
     ).images[0]  # fmt: skip
     assert mean_difference(other, np.asarray(image.convert("RGB"), dtype=np.float64)) <= 1.0
+
+
+def test_sequential_offload_gives_the_same_images_with_every_kind_of_adapter(
+    app, make_settings, tiny_model_files, adapter_files
+):
+    """`offload: sequential` keeps every part's weights in RAM and streams a layer's in while it runs; adapters
+    go into the layers with the offload hooks off and come out the same way. On the CPU the weights stream
+    from RAM to RAM through the same hooks a GPU run uses: the images, plain, with each kind of LoRA and with an
+    embedding, are the default's, and between runs the parts' own parameters hold nothing (the `meta` device)."""
+    cases = [
+        {},
+        *({"loras": [(lora(f"lora-{fmt}"), 0.8)]} for fmt in LORA_FORMATS),
+        {"loras": [(lora("lora-kohya"), 0.5), (lora("style"), 0.7)]},
+        {"prompt": "a photo of <myemb>"},
+        {},
+    ]
+    expected = [generate(app, **case)[0] for case in cases]
+    streamed = make_settings(root=str(make_settings().root_path.parent / "sequential"), offload="sequential")
+    with adapters_app(streamed, tiny_model_files, adapter_files) as other:
+        got = [generate(other, **case)[0] for case in cases]
+        client, _ = other
+        assert client.get("/api/v1/app/config").json()["generation"]["offload"] == "sequential"
+        loader = client.app.state.services.executor.loader
+        tiny = ModelIdentifier(model_name="tiny", base_model="sd-1", model_type="main")
+        for part in ("unet", "text_encoder", "vae"):
+            module = loader.load(tiny, part)
+            assert {p.device.type for p in module.parameters()} == {"meta"}, part
+    for case, theirs, ours in zip(cases, expected, got, strict=True):
+        assert_same_pixels(ours, theirs, f"{case}:")

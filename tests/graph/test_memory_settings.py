@@ -109,6 +109,8 @@ def test_the_memory_route_shows_what_the_cache_holds(generation):
     assert memory["ram"]["bytes"] == sum(part["bytes"] for part in memory["parts"])
     assert memory["ram"]["limit_bytes"] == 6 * 1024**3
     assert memory["vram"] is None and memory["device"] == "cpu"
+    # torch's allocator figures are CUDA's.
+    assert memory["device_allocated_bytes"] is None and memory["device_peak_bytes"] is None
 
 
 def test_ram_cache_gb_bounds_the_cache_and_parts_come_back_from_disk(settings, make_settings, tiny_model_files):

@@ -3,6 +3,7 @@ for the same seed, with the tiny models of server/models/tiny_sdxl.py."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 
@@ -15,6 +16,8 @@ from PIL import Image
 
 from server.graph.schedulers import make_scheduler
 from server.graph.standard import GenerationSettings, build_graph, txt2img_graph
+from server.models.model_cache import size_bytes
+from server.models.schema import ModelIdentifier
 from server.models.tiny_adapters import write_tiny_controlnet, write_tiny_embedding, write_tiny_lora
 from server.models.tiny_sdxl import write_tiny_model_of_base
 from tests.graph.conftest import MODEL, assert_same_pixels, generation_app, run_graph
@@ -43,6 +46,12 @@ def tiny_files(tmp_path_factory):
 
 @pytest.fixture
 def app(settings, tiny_model_files, tiny_files):
+    with sdxl_app(settings, tiny_model_files, tiny_files) as pair:
+        yield pair
+
+
+@contextlib.contextmanager
+def sdxl_app(settings, tiny_model_files, tiny_files):
     with generation_app(settings, tiny_model_files) as (client, recorder):
         for name in ("sdxl", "refiner", "lora-kohya", "lora-peft", "embedding", "controlnet"):
             response = client.post("/api/v1/models/import", json={"location": str(tiny_files[name])})
@@ -281,3 +290,56 @@ def test_a1111_sdxl_prompts_past_75_tokens_are_read_in_chunks_and_break_starts_o
         128,
         3,
     )
+
+
+def test_an_fp16_run_keeps_a_vae_that_asks_for_it_in_fp32(make_settings, tiny_model_files, tiny_files):
+    """SDXL's VAE overflows to NaN (a black image) in fp16, and its config says `force_upcast`: in an fp16 run it
+    stays in fp32, as diffusers' pipelines keep it, whether it comes in the model's folder or as a VAE of its own.
+    SD-2's VAE does not say so and is fp16 like the rest. The cache makes room for the VAE at the size it has."""
+    fp16 = make_settings(root=str(make_settings().root_path.parent / "fp16"), precision="float16")
+    with generation_app(fp16, tiny_model_files) as (client, _):
+        models = fp16.root_path / "models"
+        put_model(tiny_files["sdxl"], models / "sdxl" / "main" / "tiny-xl")
+        put_model(tiny_files["sd-2"], models / "sd-2" / "main" / "tiny-v")
+        put_model(tiny_files["sdxl"] / "vae", models / "sdxl" / "vae" / "xl-vae")
+        added = client.post("/api/v1/models/sync").json()["added"]
+        assert sorted(added) == ["sd-2/main/tiny-v", "sdxl/main/tiny-xl", "sdxl/vae/xl-vae"]
+        loader = client.app.state.services.executor.loader
+
+        def load(key: str, part: str | None = None):
+            base, kind, name = key.split("/")
+            return loader.load(ModelIdentifier(model_name=name, base_model=base, model_type=kind), part)
+
+        def estimate(key: str, part: str | None = None) -> int:
+            config = loader.models.get(*key.split("/"))
+            return loader.estimated_bytes(config, loader.models.absolute_path(config), part or config.model_type)
+
+        assert load("sdxl/main/tiny-xl", "unet").dtype == torch.float16
+        assert load("sdxl/main/tiny-xl", "text_encoder_2").dtype == torch.float16
+        for key, part, dtype in [
+            ("sdxl/main/tiny-xl", "vae", torch.float32),
+            ("sdxl/vae/xl-vae", None, torch.float32),
+            ("sd-2/main/tiny-v", "vae", torch.float16),
+        ]:
+            vae = load(key, part)
+            assert vae.dtype == dtype, key
+            assert estimate(key, part) == size_bytes(vae), f"{key}: the cache made room for another size"
+
+
+def test_sequential_offload_gives_sdxl_and_its_refiner_the_same_images(
+    app, make_settings, tiny_model_files, tiny_files
+):
+    """Both SDXL text encoders (the pooled output too), the refiner, a LoRA and an embedding, each part's weights
+    streamed in a layer at a time (`offload: sequential`): the default's images."""
+    kohya = {"lora": {"model_name": "xl-kohya", "base_model": "sdxl", "model_type": "lora"}, "weight": 1.0}
+    cases = [
+        {"refiner": {"model": REFINER, "switch_at": 0.5}},
+        {"loras": [kohya], "prompt": "a (photo:1.2) of <xlemb>"},
+        {},
+    ]
+    expected = [generate(app, model=SDXL, **case)[0] for case in cases]
+    streamed = make_settings(root=str(make_settings().root_path.parent / "sequential"), offload="sequential")
+    with sdxl_app(streamed, tiny_model_files, tiny_files) as other:
+        got = [generate(other, model=SDXL, **case)[0] for case in cases]
+    for case, theirs, ours in zip(cases, expected, got, strict=True):
+        assert_same_pixels(ours, theirs, f"{case}:")
