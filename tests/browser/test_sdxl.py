@@ -136,6 +136,8 @@ def test_sdxl_with_a_refiner_generates_and_use_these_settings_brings_it_back(ui:
     # The image and its settings, refiner included.
     ui.page.click(f'#gen-results li[data-name="{name}"] button')
     ui.page.wait_for_function("document.getElementById('viewer-image').naturalWidth === 128", timeout=WAIT_MS)
+    # The record's fields come first, the metadata (and its source) once its request answers.
+    ui.page.wait_for_selector("#viewer-source:has-text('imagegraph')", timeout=WAIT_MS)
     meta = ui.page.inner_text("#viewer-meta")
     assert "tiny-xl" in meta and "xl-style × 0.5" in meta, meta
     assert "tiny-refiner, switch at 0.6" in meta and "aesthetic score 7" in meta, meta
