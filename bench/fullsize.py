@@ -246,7 +246,7 @@ def gpu_models(args: argparse.Namespace) -> dict[str, Path]:
         from server.models.tiny_sdxl import write_tiny_model_of_base
 
         folder = args.cache / "tiny"
-        writers = {"sd-1": lambda out: write_tiny_model(out), "sdxl": lambda out: write_tiny_model_of_base(out, "sdxl")}
+        writers = {"sd-1": write_tiny_model, "sdxl": lambda out: write_tiny_model_of_base(out, "sdxl")}
     else:
         folder = args.cache
         writers = {base: (lambda out, base=base: write_full_size_model(out, base)) for base, _ in GPU_PLAN}

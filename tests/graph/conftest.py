@@ -84,6 +84,11 @@ class Recorder:
             ]
 
 
+def with_settings(make_settings: Callable[..., Settings], name: str, **changes: Any) -> Settings:
+    """Another installation (a root, and on PostgreSQL a database, of its own) with these settings."""
+    return make_settings(root=str(make_settings().root_path.parent / name), **changes)
+
+
 def register_tiny(client: TestClient, files: dict, fmt: str = "diffusers") -> None:
     """Register the tiny model (named `tiny`) where the session fixture wrote it; nothing writes to it."""
     response = client.post("/api/v1/models/import", json={"location": str(files[fmt])})

@@ -19,7 +19,7 @@ from server.graph.prompts import plain_embeddings, skipped_layers
 from server.graph.standard import txt2img_graph
 from server.models.schema import ModelIdentifier
 from server.models.tiny_adapters import write_tiny_embedding, write_tiny_lora, write_tiny_vae
-from tests.graph.conftest import MODEL, assert_same_pixels, generation_app, load_sd_pipeline, run_graph
+from tests.graph.conftest import MODEL, assert_same_pixels, generation_app, load_sd_pipeline, run_graph, with_settings
 
 PROMPT = "a lighthouse at dusk"
 LORA_FORMATS = ("kohya", "peft", "loha", "lokr")
@@ -267,7 +267,7 @@ def test_sequential_offload_gives_the_same_images_with_every_kind_of_adapter(
         {},
     ]
     expected = [generate(app, **case)[0] for case in cases]
-    streamed = make_settings(root=str(make_settings().root_path.parent / "sequential"), offload="sequential")
+    streamed = with_settings(make_settings, "sequential", offload="sequential")
     with adapters_app(streamed, tiny_model_files, adapter_files) as other:
         got = [generate(other, **case)[0] for case in cases]
         client, _ = other

@@ -11,11 +11,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from server.config import Settings
 from server.graph.context import InvocationContext, RunServices
 from server.models.model_cache import ModelCache
 from server.models.schema import ModelIdentifier
-from tests.graph.conftest import assert_same_pixels, generation_app, run_graph, t2i_graph
+from tests.graph.conftest import assert_same_pixels, generation_app, run_graph, t2i_graph, with_settings
 
 TINY = ModelIdentifier(model_name="tiny", base_model="sd-1", model_type="main")
 
@@ -30,11 +29,6 @@ def generate(client, events, **graph) -> np.ndarray:
     name = session["results"]["decode"]["image"]["image_name"]
     data = client.get(f"/api/v1/images/{name}/full").content
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
-
-
-def with_settings(make_settings, name: str, **changes) -> Settings:
-    """Another installation (a root, and on PostgreSQL a database, of its own) with these settings."""
-    return make_settings(root=str(make_settings().root_path.parent / name), **changes)
 
 
 def context(client) -> InvocationContext:

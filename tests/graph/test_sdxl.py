@@ -20,7 +20,7 @@ from server.models.model_cache import size_bytes
 from server.models.schema import ModelIdentifier
 from server.models.tiny_adapters import write_tiny_controlnet, write_tiny_embedding, write_tiny_lora
 from server.models.tiny_sdxl import write_tiny_model_of_base
-from tests.graph.conftest import MODEL, assert_same_pixels, generation_app, run_graph
+from tests.graph.conftest import MODEL, assert_same_pixels, generation_app, run_graph, with_settings
 from tests.models.conftest import put_model
 
 SDXL = {"model_name": "tiny-xl", "base_model": "sdxl", "model_type": "main"}
@@ -296,7 +296,7 @@ def test_an_fp16_run_keeps_a_vae_that_asks_for_it_in_fp32(make_settings, tiny_mo
     """SDXL's VAE overflows to NaN (a black image) in fp16, and its config says `force_upcast`: in an fp16 run it
     stays in fp32, as diffusers' pipelines keep it, whether it comes in the model's folder or as a VAE of its own.
     SD-2's VAE does not say so and is fp16 like the rest. The cache makes room for the VAE at the size it has."""
-    fp16 = make_settings(root=str(make_settings().root_path.parent / "fp16"), precision="float16")
+    fp16 = with_settings(make_settings, "fp16", precision="float16")
     with generation_app(fp16, tiny_model_files) as (client, _):
         models = fp16.root_path / "models"
         put_model(tiny_files["sdxl"], models / "sdxl" / "main" / "tiny-xl")
@@ -338,7 +338,7 @@ def test_sequential_offload_gives_sdxl_and_its_refiner_the_same_images(
         {},
     ]
     expected = [generate(app, model=SDXL, **case)[0] for case in cases]
-    streamed = make_settings(root=str(make_settings().root_path.parent / "sequential"), offload="sequential")
+    streamed = with_settings(make_settings, "sequential", offload="sequential")
     with sdxl_app(streamed, tiny_model_files, tiny_files) as other:
         got = [generate(other, model=SDXL, **case)[0] for case in cases]
     for case, theirs, ours in zip(cases, expected, got, strict=True):
